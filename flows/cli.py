@@ -1,0 +1,247 @@
+"""The ``fer`` command line: local services, the retrain flow, serving, and the main job."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from model.errors import FerError, ServiceError
+from model.gate import GateConfig
+from model.network import NetworkConfig
+from model.settings import Settings, get_settings
+from model.train import TrainConfig
+
+app = typer.Typer(
+    help="FER platform: train, gate, publish and serve a facial-emotion classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(
+    help="Start, stop and inspect the local Prefect and S3 services.", no_args_is_help=True
+)
+app.add_typer(services_app, name="services")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Epochs = Annotated[int, typer.Option(help="Maximum training epochs.", min=1)]
+BatchSize = Annotated[int, typer.Option(help="Images per training step.", min=1)]
+LearningRate = Annotated[float, typer.Option(help="Adam learning rate.", min=0)]
+Seed = Annotated[int, typer.Option(help="Seed for the validation split and weight init.")]
+MinAccuracy = Annotated[
+    float, typer.Option(help="Gate: lowest test accuracy that may be promoted.", min=0, max=1)
+]
+Dataset = Annotated[
+    str | None,
+    typer.Option(help="Dataset source (folder in FER layout); default: the FER_DATASET setting."),
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    """Configure logging for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every health-check request at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _clear_errors(command: F) -> F:
+    """Print the platform's own errors as one clear line and exit 1 instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FerError as error:
+            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from error
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_services(settings: Settings) -> None:
+    from infra.services import services_status
+
+    for status in services_status(settings):
+        mark = "up  " if status.running else "down"
+        typer.echo(
+            f"{mark} {status.name:<10} {status.url or '-':<28} {status.note} "
+            f"(log: {status.log_path})"
+        )
+
+
+@services_app.command("up")
+@_clear_errors
+def services_up_command() -> None:
+    """Start the Prefect server and SeaweedFS on 127.0.0.1 (reuses running ones)."""
+    from infra.services import services_up
+
+    settings = get_settings()
+    services_up(settings)
+    _print_services(settings)
+    typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")
+
+
+@services_app.command("down")
+@_clear_errors
+def services_down_command() -> None:
+    """Stop the local services started by `fer services up`."""
+    from infra.services import services_down
+
+    stopped = services_down(get_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services_app.command("status")
+@_clear_errors
+def services_status_command() -> None:
+    """Show whether the local services are running and healthy."""
+    _print_services(get_settings())
+
+
+def _check_prefect(settings: Settings) -> None:
+    import httpx
+
+    try:
+        healthy = httpx.get(f"{settings.prefect_url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        raise ServiceError(
+            f"no Prefect server answers at {settings.prefect_url}; start one with "
+            "`fer services up` or set FER_PREFECT_API_URL to a running server"
+        )
+
+
+def run_retrain(
+    settings: Settings, dataset: str | None, train_config: TrainConfig, gate_config: GateConfig
+) -> str:
+    """Run the retrain flow against the configured Prefect server.
+
+    Args:
+        settings: platform settings (Prefect API URL).
+        dataset: dataset source, or None for the ``FER_DATASET`` setting.
+        train_config: hyperparameters.
+        gate_config: promotion criteria.
+
+    Returns:
+        The promoted version.
+
+    Raises:
+        FerError: the run's own failure (data quality, gate, store) when it failed.
+    """
+    _check_prefect(settings)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.retrain import retrain
+
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        state = retrain(
+            dataset=dataset, train_config=train_config, gate_config=gate_config, return_state=True
+        )
+    # Re-raises the exception that failed the run (GateFailed, DataQualityError, ...).
+    return str(state.result())
+
+
+def _train_config(epochs: int, batch_size: int, learning_rate: float, seed: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        network=NetworkConfig(),
+    )
+
+
+@app.command()
+@_clear_errors
+def retrain(
+    dataset: Dataset = None,
+    epochs: Epochs = TrainConfig.model_fields["epochs"].default,
+    batch_size: BatchSize = TrainConfig.model_fields["batch_size"].default,
+    learning_rate: LearningRate = TrainConfig.model_fields["learning_rate"].default,
+    seed: Seed = TrainConfig.model_fields["seed"].default,
+    min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+) -> None:
+    """Run the retrain flow once: acquire, validate, train, evaluate, gate, publish, promote."""
+    settings = get_settings()
+    version = run_retrain(
+        settings,
+        dataset,
+        _train_config(epochs, batch_size, learning_rate, seed),
+        GateConfig(min_accuracy=min_accuracy),
+    )
+    typer.echo(f"promoted model version {version}")
+
+
+def _serve(settings: Settings) -> None:
+    from serving.app import make_app, start_watcher
+
+    watcher = start_watcher(settings)
+    typer.echo(
+        f"Serving model {watcher.predictor.version if watcher.predictor else '-'} at "
+        f"http://{settings.serve_host}:{settings.serve_port}   "
+        f"Prefect UI: {settings.prefect_ui_url}"
+    )
+    try:
+        make_app(watcher).launch(server_name=settings.serve_host, server_port=settings.serve_port)
+    finally:
+        watcher.stop()
+
+
+@app.command()
+@_clear_errors
+def serve() -> None:
+    """Serve the champion model in a Gradio app (picks up new champions without restart)."""
+    _serve(get_settings())
+
+
+@app.command()
+@_clear_errors
+def models() -> None:
+    """List the model versions in the store and the current champion."""
+    from model.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(get_settings())
+    champion = registry.champion()
+    for version in registry.list_versions():
+        accuracy = registry.read_manifest(version)["metrics"]["accuracy"]
+        mark = "*" if champion and champion.version == version else " "
+        typer.echo(f"{mark} {version}  test accuracy {accuracy:.4f}")
+    if champion is None:
+        typer.echo("no champion yet")
+
+
+@app.command()
+@_clear_errors
+def up(
+    dataset: Dataset = None,
+    epochs: Epochs = TrainConfig.model_fields["epochs"].default,
+    batch_size: BatchSize = TrainConfig.model_fields["batch_size"].default,
+    min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+) -> None:
+    """The main job: start the services, run retrain once, then serve the champion."""
+    from infra.services import services_up
+
+    settings = get_settings()
+    services_up(settings)
+    typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")
+    config = _train_config(
+        epochs,
+        batch_size,
+        TrainConfig.model_fields["learning_rate"].default,
+        TrainConfig.model_fields["seed"].default,
+    )
+    version = run_retrain(settings, dataset, config, GateConfig(min_accuracy=min_accuracy))
+    typer.echo(f"promoted model version {version}")
+    _serve(settings)

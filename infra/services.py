@@ -1,0 +1,448 @@
+"""Start, stop and inspect the local services: a Prefect server and a SeaweedFS S3 store.
+
+Both bind to 127.0.0.1 only. Each service keeps ``state.json`` (pid, ports, url) and
+``service.log`` under ``<home>/services/<name>/``; a second ``up`` reuses what is running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from model.errors import RegistryError, ServiceError
+from model.registry import ModelRegistry
+from model.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+PREFECT = "prefect"
+SEAWEEDFS = "seaweedfs"
+SERVICE_NAMES = (PREFECT, SEAWEEDFS)
+# Internal SeaweedFS ports (master, volume, filer, gRPC, admin): chosen free at each start,
+# since only the S3 port is part of the platform's contract.
+_WEED_INTERNAL_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+@dataclass
+class ServiceState:
+    """What ``up`` recorded about a running service."""
+
+    name: str
+    pid: int
+    port: int
+    url: str
+    command: list[str]
+    extra_ports: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A service as ``status`` reports it."""
+
+    name: str
+    running: bool
+    url: str
+    pid: int | None
+    log_path: Path
+    note: str = ""
+
+
+def service_dir(settings: Settings, name: str) -> Path:
+    """Folder holding a service's state file and log.
+
+    Args:
+        settings: platform settings.
+        name: ``prefect`` or ``seaweedfs``.
+
+    Returns:
+        ``<home>/services/<name>``.
+    """
+    return settings.home_dir / "services" / name
+
+
+def _state_path(settings: Settings, name: str) -> Path:
+    return service_dir(settings, name) / "state.json"
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    """The service's log file.
+
+    Args:
+        settings: platform settings.
+        name: service name.
+
+    Returns:
+        ``<home>/services/<name>/service.log``.
+    """
+    return service_dir(settings, name) / "service.log"
+
+
+def read_state(settings: Settings, name: str) -> ServiceState | None:
+    """The recorded state of a service, or None if none is recorded."""
+    path = _state_path(settings, name)
+    if not path.exists():
+        return None
+    return ServiceState(**json.loads(path.read_text()))
+
+
+def _write_state(settings: Settings, state: ServiceState) -> None:
+    path = _state_path(settings, state.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    os.replace(tmp, path)
+
+
+def is_alive(pid: int, command: list[str]) -> bool:
+    """Whether ``pid`` is a live (not zombie) process running ``command``'s program.
+
+    Checking the command line guards against a recycled pid.
+
+    Args:
+        pid: process id.
+        command: the argv the service was started with.
+    """
+    proc = Path(f"/proc/{pid}")
+    try:
+        stat = (proc / "stat").read_text()
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    program = Path(command[0]).name.encode()
+    return state != "Z" and any(
+        Path(part.decode(errors="replace")).name.encode() == program for part in cmdline[:2]
+    )
+
+
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    """Whether something already listens on ``host:port``.
+
+    Args:
+        port: TCP port.
+        host: interface to try.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _executable(name: str) -> str:
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ServiceError(
+            f"the `{name}` program is not installed; install the project (README, first command)"
+        )
+    return found
+
+
+def _prefect_health(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _s3_health(url: str) -> bool:
+    try:
+        # Any HTTP answer (403 without credentials) means the S3 API is listening.
+        httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def _wait_for(
+    check: Callable[[], bool], state: ServiceState, settings: Settings, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not is_alive(state.pid, state.command):
+            raise ServiceError(
+                f"{state.name} exited while starting; see {log_path(settings, state.name)}:\n"
+                + _log_tail(settings, state.name)
+            )
+        time.sleep(0.5)
+    raise ServiceError(
+        f"{state.name} did not become healthy at {state.url} within {timeout:.0f} s; "
+        f"see {log_path(settings, state.name)}"
+    )
+
+
+def _log_tail(settings: Settings, name: str, lines: int = 15) -> str:
+    path = log_path(settings, name)
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _spawn(settings: Settings, name: str, command: list[str], env: dict[str, str]) -> int:
+    service_dir(settings, name).mkdir(parents=True, exist_ok=True)
+    with log_path(settings, name).open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+            cwd=service_dir(settings, name),
+            # Own process group, so `down` stops the service and every child it forked.
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def _check_port_free(port: int, setting: str) -> None:
+    if port_in_use(port):
+        raise ServiceError(
+            f"port {port} on {LOOPBACK} is already in use by another program; "
+            f"stop it or choose a free port with {setting}=<port>"
+        )
+
+
+def _prefect_spec(settings: Settings) -> tuple[list[str], dict[str, str], str]:
+    port = settings.prefect_port
+    command = [_executable("prefect"), "server", "start", "--host", LOOPBACK, "--port", str(port)]
+    env = {
+        "PREFECT_HOME": str(settings.home_dir / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": f"http://{LOOPBACK}:{port}/api",
+    }
+    return command, env, f"http://{LOOPBACK}:{port}"
+
+
+def _seaweedfs_spec(settings: Settings) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    data_dir = settings.home_dir / "seaweedfs" / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    internal = {flag: free_port() for flag in _WEED_INTERNAL_PORTS}
+    command = [
+        _executable("weed"),
+        "mini",
+        f"-dir={data_dir}",
+        # Without -ip/-ip.bind SeaweedFS listens on every interface.
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.port={settings.s3_port}",
+        *(f"-{flag}={port}" for flag, port in internal.items()),
+    ]
+    env = {
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+    }
+    return command, env, internal
+
+
+def _start_prefect(settings: Settings, timeout: float) -> ServiceState:
+    command, env, url = _prefect_spec(settings)
+    _check_port_free(settings.prefect_port, "FER_PREFECT_PORT")
+    state = ServiceState(
+        PREFECT,
+        _spawn(settings, PREFECT, command, env),
+        settings.prefect_port,
+        url,
+        command,
+        started_at=time.time(),
+    )
+    _write_state(settings, state)
+    _wait_for(lambda: _prefect_health(url), state, settings, timeout)
+    return state
+
+
+def _start_seaweedfs(settings: Settings, timeout: float) -> ServiceState:
+    _check_port_free(settings.s3_port, "FER_S3_PORT")
+    command, env, internal = _seaweedfs_spec(settings)
+    url = f"http://{LOOPBACK}:{settings.s3_port}"
+    state = ServiceState(
+        SEAWEEDFS,
+        _spawn(settings, SEAWEEDFS, command, env),
+        settings.s3_port,
+        url,
+        command,
+        extra_ports=internal,
+        started_at=time.time(),
+    )
+    _write_state(settings, state)
+    _wait_for(lambda: _s3_health(url), state, settings, timeout)
+    return state
+
+
+def _ensure_bucket(settings: Settings, timeout: float) -> None:
+    registry = ModelRegistry.from_settings(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            registry.ensure_bucket()
+            return
+        except RegistryError:
+            # The S3 API answers before its volume server has registered; retry until ready.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _configured_port(settings: Settings, name: str) -> int:
+    return settings.prefect_port if name == PREFECT else settings.s3_port
+
+
+def _running_state(settings: Settings, name: str) -> ServiceState | None:
+    state = read_state(settings, name)
+    if state is None:
+        return None
+    if is_alive(state.pid, state.command):
+        return state
+    _state_path(settings, name).unlink(missing_ok=True)
+    return None
+
+
+def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatus]:
+    """Start the Prefect server and SeaweedFS, or reuse them if already running.
+
+    Args:
+        settings: platform settings (home, ports, bucket, credentials).
+        timeout: seconds to wait for each service to become healthy.
+
+    Returns:
+        Status of both services.
+
+    Raises:
+        ServiceError: if a port is taken by another program or a service fails to start.
+    """
+    health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
+    starters = {PREFECT: _start_prefect, SEAWEEDFS: _start_seaweedfs}
+    notes: dict[str, str] = {}
+    # Check every port first, so a conflict is reported before anything is started.
+    for name, setting in ((PREFECT, "FER_PREFECT_PORT"), (SEAWEEDFS, "FER_S3_PORT")):
+        if _running_state(settings, name) is None:
+            _check_port_free(_configured_port(settings, name), setting)
+    for name in SERVICE_NAMES:
+        state = _running_state(settings, name)
+        if state is None:
+            logger.info("starting %s", name)
+            state = starters[name](settings, timeout)
+            notes[name] = "started"
+        else:
+            if state.port != _configured_port(settings, name):
+                raise ServiceError(
+                    f"{name} is already running on port {state.port}, not on the configured "
+                    f"{_configured_port(settings, name)}; run `fer services down` and `up` again "
+                    "to move it"
+                )
+            url = state.url
+            _wait_for(lambda url=url, check=health[name]: check(url), state, settings, timeout)
+            notes[name] = "already running"
+    _ensure_bucket(settings, timeout)
+    return [
+        ServiceStatus(s.name, s.running, s.url, s.pid, s.log_path, notes[s.name])
+        for s in services_status(settings)
+    ]
+
+
+def services_status(settings: Settings) -> list[ServiceStatus]:
+    """Report whether each local service is running and healthy.
+
+    Args:
+        settings: platform settings.
+
+    Returns:
+        One status per service.
+    """
+    health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
+    statuses = []
+    for name in SERVICE_NAMES:
+        state = _running_state(settings, name)
+        if state is None:
+            statuses.append(
+                ServiceStatus(name, False, "", None, log_path(settings, name), "not running")
+            )
+            continue
+        healthy = health[name](state.url)
+        statuses.append(
+            ServiceStatus(
+                name,
+                healthy,
+                state.url,
+                state.pid,
+                log_path(settings, name),
+                "healthy" if healthy else "running, not answering",
+            )
+        )
+    return statuses
+
+
+def _stop(state: ServiceState, grace: float) -> None:
+    try:
+        os.killpg(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and is_alive(state.pid, state.command):
+        time.sleep(0.2)
+    if is_alive(state.pid, state.command):
+        logger.warning("%s did not stop within %.0f s; killing it", state.name, grace)
+        try:
+            os.killpg(state.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+
+
+def services_down(settings: Settings, grace: float = 20.0) -> list[str]:
+    """Stop the local services that ``up`` started (by recorded pid and process group).
+
+    Args:
+        settings: platform settings.
+        grace: seconds to wait after SIGTERM before SIGKILL.
+
+    Returns:
+        Names of the services that were stopped.
+    """
+    stopped = []
+    for name in SERVICE_NAMES:
+        state = _running_state(settings, name)
+        if state is not None:
+            _stop(state, grace)
+            stopped.append(name)
+        _state_path(settings, name).unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,37 @@
+"""One exception type per failure domain; messages name the input and the fix."""
+
+
+class FerError(Exception):
+    """Base class of every error the platform raises on purpose."""
+
+
+class ConfigError(FerError):
+    """A setting or configuration value is missing or invalid."""
+
+
+class DatasetError(FerError):
+    """The dataset cannot be acquired, read or is not in the FER layout."""
+
+
+class DataQualityError(FerError):
+    """The dataset failed critical data-quality expectations."""
+
+
+class GateFailed(FerError):
+    """A trained model did not meet the promotion criteria.
+
+    Args:
+        reasons: every failed criterion, one human-readable line each.
+    """
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("gate failed: " + "; ".join(self.reasons))
+
+
+class RegistryError(FerError):
+    """The model store cannot be read or written, or holds inconsistent data."""
+
+
+class ServiceError(FerError):
+    """A local service (Prefect server, S3 store) cannot be started or reached."""

@@ -1,0 +1,372 @@
+"""Model registry on S3-compatible storage: immutable versions and a champion pointer.
+
+Layout (see ARCHITECTURE.md)::
+
+    s3://<bucket>/models/<version>/model.keras
+    s3://<bucket>/models/<version>/manifest.json   written last: a version is complete iff present
+    s3://<bucket>/models/champion.json             {version, sha256, promoted_at, previous}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from model.errors import RegistryError
+
+if TYPE_CHECKING:
+    from model.settings import Settings
+
+# boto3 clients are generated at run time; there is no importable class to annotate with.
+S3Client = Any
+
+logger = logging.getLogger(__name__)
+
+MODELS_PREFIX = "models"
+MODEL_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+CHAMPION_KEY = f"{MODELS_PREFIX}/champion.json"
+
+
+@dataclass(frozen=True)
+class ChampionPointer:
+    """The current champion as recorded in ``champion.json``."""
+
+    version: str
+    sha256: str
+    promoted_at: str
+    previous: str | None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The digest.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def new_version_id() -> str:
+    """A sortable, unique version id: UTC timestamp plus a random suffix.
+
+    Returns:
+        e.g. ``20261124T101500Z-3f9a1c2e``.
+    """
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def make_s3_client(settings: Settings) -> S3Client:
+    """Create a boto3 S3 client for the configured endpoint (path-style addressing).
+
+    Args:
+        settings: platform settings.
+
+    Returns:
+        The client.
+    """
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _is_missing(error: ClientError) -> bool:
+    return _error_code(error) in {"404", "NoSuchKey", "NotFound"}
+
+
+def _is_precondition_failed(error: ClientError) -> bool:
+    return _error_code(error) in {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+
+
+class ModelRegistry:
+    """Versions and the champion pointer in one bucket.
+
+    Args:
+        client: a boto3 S3 client.
+        bucket: the bucket name.
+    """
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        """Build a registry for the configured endpoint and bucket.
+
+        Args:
+            settings: platform settings.
+
+        Returns:
+            The registry (no network call is made yet).
+        """
+        return cls(make_s3_client(settings), settings.s3_bucket)
+
+    def uri(self, key: str) -> str:
+        """The ``s3://`` URI of a key in this bucket."""
+        return f"s3://{self.bucket}/{key}"
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist.
+
+        Raises:
+            RegistryError: if the store cannot be reached or refuses.
+        """
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as error:
+            if not _is_missing(error) and _error_code(error) != "NoSuchBucket":
+                raise RegistryError(self._explain(error, f"bucket {self.bucket}")) from error
+        except BotoCoreError as error:
+            raise RegistryError(self._explain(error, f"bucket {self.bucket}")) from error
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if _error_code(error) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise RegistryError(self._explain(error, f"bucket {self.bucket}")) from error
+
+    def _explain(self, error: Exception, what: str) -> str:
+        endpoint = self.client.meta.endpoint_url
+        return (
+            f"cannot access {what} at {endpoint}: {error}; check that the store is running "
+            "(`fer services up`) or that FER_S3_ENDPOINT_URL, FER_S3_BUCKET and the "
+            "FER_S3_* credentials are right"
+        )
+
+    def _get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _is_missing(error):
+                return None
+            raise RegistryError(self._explain(error, self.uri(key))) from error
+        except BotoCoreError as error:
+            raise RegistryError(self._explain(error, self.uri(key))) from error
+        return json.loads(response["Body"].read()), response["ETag"]
+
+    def publish_version(self, model_path: Path, manifest: dict[str, Any]) -> str:
+        """Upload a model as a new immutable version; the manifest is written last.
+
+        Args:
+            model_path: the ``.keras`` file.
+            manifest: metrics, lineage and config; file hashes and the version are added here.
+
+        Returns:
+            The new version id.
+
+        Raises:
+            RegistryError: if the upload fails or the version already exists.
+        """
+        version = new_version_id()
+        prefix = f"{MODELS_PREFIX}/{version}"
+        model_key = f"{prefix}/{MODEL_FILE}"
+        digest = sha256_file(model_path)
+        size = model_path.stat().st_size
+        full_manifest = {
+            **manifest,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "files": {MODEL_FILE: {"sha256": digest, "bytes": size}},
+        }
+        try:
+            # upload_file streams large files in parts; the hash is kept as metadata too.
+            self.client.upload_file(
+                str(model_path), self.bucket, model_key, ExtraArgs={"Metadata": {"sha256": digest}}
+            )
+            stored = self.client.head_object(Bucket=self.bucket, Key=model_key)
+            if stored["ContentLength"] != size:
+                raise RegistryError(
+                    f"{self.uri(model_key)} holds {stored['ContentLength']} bytes, expected {size}"
+                )
+            # Create-once: a version's manifest is never overwritten.
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=f"{prefix}/{MANIFEST_FILE}",
+                Body=json.dumps(full_manifest, indent=2).encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            if _is_precondition_failed(error):
+                raise RegistryError(f"version {version} already exists; publish again") from error
+            raise RegistryError(self._explain(error, self.uri(prefix))) from error
+        except BotoCoreError as error:
+            raise RegistryError(self._explain(error, self.uri(prefix))) from error
+        logger.info("published %s (%s)", self.uri(prefix), digest[:12])
+        return version
+
+    def upload_folder(self, folder: Path, prefix: str, exclude: tuple[str, ...] = ()) -> str:
+        """Upload every file under ``folder`` to ``<prefix>/`` (reports, Data Docs).
+
+        Args:
+            folder: local folder.
+            prefix: key prefix in the bucket, without a trailing slash.
+            exclude: file names to skip.
+
+        Returns:
+            The ``s3://`` URI of the prefix.
+
+        Raises:
+            RegistryError: if an upload fails.
+        """
+        try:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                if path.name not in exclude:
+                    key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+                    self.client.upload_file(str(path), self.bucket, key)
+        except (ClientError, BotoCoreError) as error:
+            raise RegistryError(self._explain(error, self.uri(prefix))) from error
+        return self.uri(prefix)
+
+    def read_manifest(self, version: str) -> dict[str, Any]:
+        """The manifest of a complete version.
+
+        Args:
+            version: version id.
+
+        Returns:
+            The manifest.
+
+        Raises:
+            RegistryError: if the version does not exist or is incomplete.
+        """
+        found = self._get_json(f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}")
+        if found is None:
+            raise RegistryError(
+                f"model version {version!r} has no manifest in {self.uri(MODELS_PREFIX)}: it "
+                "does not exist or was never completed; list versions with `fer models`"
+            )
+        return found[0]
+
+    def list_versions(self) -> list[str]:
+        """Complete versions (those with a manifest), oldest first.
+
+        Returns:
+            Version ids.
+        """
+        versions: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{MODELS_PREFIX}/"):
+                for item in page.get("Contents", []):
+                    parts = item["Key"].split("/")
+                    if len(parts) == 3 and parts[2] == MANIFEST_FILE:
+                        versions.append(parts[1])
+        except (ClientError, BotoCoreError) as error:
+            raise RegistryError(self._explain(error, self.uri(MODELS_PREFIX))) from error
+        return sorted(versions)
+
+    def champion(self) -> ChampionPointer | None:
+        """The current champion, or None when nothing was promoted yet."""
+        found = self._get_json(CHAMPION_KEY)
+        return None if found is None else ChampionPointer(**found[0])
+
+    def promote(self, version: str) -> ChampionPointer:
+        """Point the champion at a complete version with a compare-and-swap write.
+
+        Args:
+            version: the version to promote.
+
+        Returns:
+            The new pointer.
+
+        Raises:
+            RegistryError: if the version is incomplete or another promotion won the race.
+        """
+        manifest = self.read_manifest(version)
+        current = self._get_json(CHAMPION_KEY)
+        pointer = ChampionPointer(
+            version=version,
+            sha256=manifest["files"][MODEL_FILE]["sha256"],
+            promoted_at=datetime.now(UTC).isoformat(),
+            previous=None if current is None else current[0]["version"],
+        )
+        condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current[1]}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=CHAMPION_KEY,
+                Body=json.dumps(pointer.__dict__, indent=2).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as error:
+            if _is_precondition_failed(error):
+                raise RegistryError(
+                    f"the champion pointer changed while promoting {version}; "
+                    "another promotion ran at the same time: check `fer models` and retry"
+                ) from error
+            raise RegistryError(self._explain(error, self.uri(CHAMPION_KEY))) from error
+        logger.info("champion is now %s (was %s)", version, pointer.previous)
+        return pointer
+
+    def download_model(self, version: str, dest_dir: Path, expected_sha256: str) -> Path:
+        """Download a version's model file and verify its hash before anyone loads it.
+
+        Args:
+            version: version id.
+            dest_dir: local folder; the file lands at ``<dest_dir>/<version>/model.keras``.
+            expected_sha256: hash from the champion pointer or manifest.
+
+        Returns:
+            Path of the verified file (reused when already present and intact).
+
+        Raises:
+            RegistryError: if the download fails or the hash does not match.
+        """
+        target = dest_dir / version / MODEL_FILE
+        if target.exists() and sha256_file(target) == expected_sha256:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        key = f"{MODELS_PREFIX}/{version}/{MODEL_FILE}"
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            self.client.download_file(self.bucket, key, str(tmp_path))
+            actual = sha256_file(tmp_path)
+            if actual != expected_sha256:
+                raise RegistryError(
+                    f"{self.uri(key)} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…: "
+                    "the stored model is corrupt or was replaced; it will not be loaded"
+                )
+            os.replace(tmp_path, target)
+        except (ClientError, BotoCoreError) as error:
+            raise RegistryError(self._explain(error, self.uri(key))) from error
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        return target

@@ -1,0 +1,80 @@
+"""The platform's one settings object, read from ``FER_*`` environment variables and ``.env``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Platform settings. Every field is documented in README.md.
+
+    Values come from environment variables prefixed ``FER_`` (``FER_HOME``, ``FER_S3_BUCKET``...)
+    or from a ``.env`` file in the working directory.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    dataset: str = Field(
+        "kaggle://msambare/fer2013",
+        description="Where FER2013 comes from: a local folder in FER layout (or a kaggle:// URI).",
+    )
+    home: Path = Field(
+        Path("~/.fer"),
+        description="Platform home: caches, run directories, service data, pids and logs.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint; unset means the local SeaweedFS at 127.0.0.1:<s3_port>.",
+    )
+    s3_port: int = Field(8333, ge=1, le=65535, description="Port of the local SeaweedFS S3 API.")
+    s3_bucket: str = Field("fer", min_length=3, description="Bucket holding models and reports.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_access_key_id: str = Field("fer-dev", description="S3 access key id.")
+    s3_secret_access_key: SecretStr = Field(
+        SecretStr("fer-dev-secret"), description="S3 secret access key."
+    )
+    prefect_api_url: str | None = Field(
+        None,
+        description="Prefect API URL; unset means the local server on <prefect_port>.",
+    )
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server.")
+    serve_host: str = Field("127.0.0.1", description="Interface the Gradio app binds to.")
+    serve_port: int = Field(7860, ge=1, le=65535, description="Port of the Gradio app.")
+    champion_poll_seconds: float = Field(
+        10.0, gt=0, description="How often the app checks the store for a newly promoted model."
+    )
+
+    @cached_property
+    def home_dir(self) -> Path:
+        """The platform home with ``~`` expanded, as an absolute path."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def s3_url(self) -> str:
+        """The S3 endpoint that clients use."""
+        return self.s3_endpoint_url or f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def prefect_url(self) -> str:
+        """The Prefect API URL that clients use."""
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        """The Prefect UI address (the API URL without ``/api``)."""
+        return self.prefect_url.removesuffix("/").removesuffix("/api")
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (and ``.env``) now.
+
+    Returns:
+        A fresh ``Settings``; environment changes since the last call are seen.
+    """
+    return Settings()

@@ -1,0 +1,33 @@
+"""What every task shares: settings access and the retry policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model.errors import FerError
+from model.settings import Settings, get_settings
+
+
+def settings() -> Settings:
+    """Settings as the task's process sees them (environment and ``.env``)."""
+    return get_settings()
+
+
+def retry_unless_platform_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only: the platform's own errors are deterministic.
+
+    Args:
+        task: the Prefect task.
+        task_run: the failed run.
+        state: its final state.
+
+    Returns:
+        True to retry.
+    """
+    try:
+        state.result()
+    except FerError:
+        return False
+    except Exception:
+        return True
+    return False

@@ -1,0 +1,62 @@
+"""Tasks: publish a gated model as an immutable version, then promote it."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from model.dataset import DatasetRef
+from model.evaluate import Metrics
+from model.gate import GateConfig
+from model.lineage import make_manifest
+from model.registry import ChampionPointer, ModelRegistry
+from model.train import TrainConfig, TrainResult
+from tasks.common import retry_unless_platform_error, settings
+
+
+@task(
+    name="publish_model",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_platform_error,
+    timeout_seconds=1800,
+)
+def publish_model_task(
+    trained: TrainResult,
+    metrics: Metrics,
+    ref: DatasetRef,
+    train_config: TrainConfig,
+    gate_config: GateConfig,
+) -> str:
+    """Upload the model, its reports and manifest; returns the new version id."""
+    registry = ModelRegistry.from_settings(settings())
+    registry.ensure_bucket()
+    reports = registry.upload_folder(
+        trained.run_dir, f"reports/{trained.run_dir.name}", exclude=(trained.model_path.name,)
+    )
+    manifest = make_manifest(metrics, ref, trained, train_config, gate_config, reports)
+    version = registry.publish_version(trained.model_path, manifest)
+    get_run_logger().info("published model version %s", version)
+    return version
+
+
+@task(
+    name="promote_version",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_platform_error,
+)
+def promote_version_task(version: str) -> ChampionPointer:
+    """Move the champion pointer to ``version`` (compare-and-swap)."""
+    registry = ModelRegistry.from_settings(settings())
+    pointer = registry.promote(version)
+    create_markdown_artifact(
+        key="champion",
+        markdown=(
+            f"Champion is now **{pointer.version}** "
+            f"(previous: {pointer.previous or 'none'}), "
+            f"`{registry.uri('models/' + pointer.version)}/`"
+        ),
+        description="Champion pointer after this run",
+    )
+    return pointer

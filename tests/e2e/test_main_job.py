@@ -1,0 +1,83 @@
+"""The main job as a user runs it: `fer up`, then the app and the Prefect UI answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+from infra.services import free_port
+
+pytestmark = pytest.mark.e2e
+
+FER = str(Path(sys.executable).with_name("fer"))
+
+
+def _wait_http(url: str, process: subprocess.Popen[str], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"`fer up` exited early:\n{log.read_text()[-3000:]}"
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> None:
+    env = {
+        **os.environ,
+        "FER_HOME": str(tmp_path / "home"),
+        "FER_DATASET": str(fer_subset),
+        "FER_PREFECT_PORT": str(free_port()),
+        "FER_S3_PORT": str(free_port()),
+        "FER_SERVE_PORT": str(free_port()),
+    }
+    app_url = f"http://127.0.0.1:{env['FER_SERVE_PORT']}/"
+    log = tmp_path / "fer-up.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [FER, "up", "--epochs", "1", "--min-accuracy", "0"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        _wait_http(app_url, process, log, timeout=600)
+        output = log.read_text()
+        assert "promoted model version" in output
+        assert f"Prefect UI: http://127.0.0.1:{env['FER_PREFECT_PORT']}" in output
+        assert httpx.get(f"http://127.0.0.1:{env['FER_PREFECT_PORT']}/api/health").json() is True
+        image = next((fer_subset / "test" / "neutral").iterdir())
+        result = Client(app_url, verbose=False).predict(
+            handle_file(str(image)), api_name="/predict"
+        )
+        assert len(result["confidences"]) == 7
+        models = subprocess.run(
+            [FER, "models"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert models.returncode == 0 and models.stdout.startswith("* ")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        down = subprocess.run(
+            [FER, "services", "down"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0 and "prefect" in down.stdout and "seaweedfs" in down.stdout
+    status = subprocess.run(
+        [FER, "services", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.stdout.count("not running") == 2

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.gate import GateConfig
+from model.network import NetworkConfig
+from model.settings import Settings
+from model.train import TrainConfig
+
+#: One epoch of a small network: the loop's plumbing is under test, not accuracy.
+QUICK = TrainConfig(
+    epochs=1, batch_size=32, network=NetworkConfig(filters=(16, 32), dense_units=32)
+)
+
+
+@pytest.fixture(scope="session")
+def champion_version(services: Settings, fer_subset: Path) -> str:
+    """One successful retrain run on the real subset (no accuracy floor), promoted."""
+    from flows.cli import run_retrain
+
+    return run_retrain(services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.0))

@@ -1,0 +1,109 @@
+"""The registry against a real SeaweedFS: immutable versions, CAS promotion, verified downloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.errors import RegistryError
+from model.registry import CHAMPION_KEY, ModelRegistry, sha256_file
+from model.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(services: Settings) -> ModelRegistry:
+    registry = ModelRegistry(ModelRegistry.from_settings(services).client, "fer-registry-test")
+    registry.ensure_bucket()
+    return registry
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"fake model bytes" * 1000)
+    return path
+
+
+def test_publish_then_promote_moves_the_pointer(registry: ModelRegistry, model_file: Path) -> None:
+    first = registry.publish_version(model_file, {"metrics": {"accuracy": 0.5}})
+    second = registry.publish_version(model_file, {"metrics": {"accuracy": 0.6}})
+    assert {first, second} <= set(registry.list_versions())
+    manifest = registry.read_manifest(first)
+    assert manifest["version"] == first
+    assert manifest["files"]["model.keras"]["sha256"] == sha256_file(model_file)
+    registry.promote(first)
+    pointer = registry.promote(second)
+    assert registry.champion() == pointer
+    assert (pointer.version, pointer.previous) == (second, first)
+
+
+def test_stale_promotion_loses_the_race(
+    registry: ModelRegistry, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = registry.publish_version(model_file, {})
+    second = registry.publish_version(model_file, {})
+    registry.promote(first)
+    stale = registry._get_json(CHAMPION_KEY)
+    registry.promote(second)
+    # A promoter that read the pointer before the last promotion must not overwrite it.
+    monkeypatch.setattr(
+        registry,
+        "_get_json",
+        lambda key: stale if key == CHAMPION_KEY else ModelRegistry._get_json(registry, key),
+    )
+    with pytest.raises(RegistryError, match="changed while promoting"):
+        registry.promote(first)
+    monkeypatch.undo()
+    assert registry.champion().version == second
+
+
+def test_incomplete_version_cannot_be_promoted(registry: ModelRegistry) -> None:
+    registry.client.put_object(
+        Bucket=registry.bucket, Key="models/half-written/model.keras", Body=b"x"
+    )
+    assert "half-written" not in registry.list_versions()
+    with pytest.raises(RegistryError, match="never completed"):
+        registry.promote("half-written")
+
+
+def test_manifest_is_create_once(registry: ModelRegistry, model_file: Path) -> None:
+    version = registry.publish_version(model_file, {})
+    with pytest.raises(Exception) as error:
+        registry.client.put_object(
+            Bucket=registry.bucket,
+            Key=f"models/{version}/manifest.json",
+            Body=b"{}",
+            IfNoneMatch="*",
+        )
+    assert "PreconditionFailed" in str(error.value)
+    assert json.loads(
+        registry.client.get_object(Bucket=registry.bucket, Key=f"models/{version}/manifest.json")[
+            "Body"
+        ].read()
+    )["version"]
+
+
+def test_download_verifies_the_hash(
+    registry: ModelRegistry, model_file: Path, tmp_path: Path
+) -> None:
+    version = registry.publish_version(model_file, {})
+    digest = sha256_file(model_file)
+    path = registry.download_model(version, tmp_path / "cache", digest)
+    assert path.read_bytes() == model_file.read_bytes()
+    with pytest.raises(RegistryError, match="will not be loaded"):
+        registry.download_model(version, tmp_path / "other", "0" * 64)
+    assert not (tmp_path / "other" / version / "model.keras").exists()
+    assert list((tmp_path / "other" / version).iterdir()) == []
+
+
+def test_unreachable_store_gives_a_clear_error(tmp_path: Path) -> None:
+    from infra.services import free_port
+
+    settings = Settings(home=tmp_path, s3_port=free_port())
+    registry = ModelRegistry.from_settings(settings)
+    with pytest.raises(RegistryError, match="fer services up"):
+        registry.champion()

@@ -1,0 +1,46 @@
+"""`fer services`: reuse of running services and clear errors for taken ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from infra.services import free_port, read_state, services_status, services_up
+from model.errors import ServiceError
+from model.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_second_up_reuses_running_services(services: Settings) -> None:
+    before = {name: read_state(services, name).pid for name in ("prefect", "seaweedfs")}
+    statuses = services_up(services)
+    assert {s.name: s.pid for s in statuses} == before
+    assert all(s.note == "already running" for s in statuses)
+    assert all(s.running and s.url.startswith("http://127.0.0.1:") for s in statuses)
+
+
+def test_services_bind_loopback_only(services: Settings) -> None:
+    for status in services_status(services):
+        port = int(status.url.rsplit(":", 1)[1])
+        # Nothing answers on another local address; a wildcard bind would answer here.
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            assert probe.connect_ex(("127.0.0.2", port)) != 0
+
+
+@pytest.mark.parametrize("setting", ["prefect_port", "s3_port"])
+def test_taken_port_names_port_and_setting(setting: str, tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = {"prefect_port": free_port(), "s3_port": free_port(), setting: taken}
+        settings = Settings(home=tmp_path, **ports)
+        with pytest.raises(ServiceError) as error:
+            services_up(settings, timeout=30)
+    message = str(error.value)
+    assert f"port {taken}" in message and f"FER_{setting.upper()}" in message
+    assert all(not s.running for s in services_status(settings)), "nothing may be left started"

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+pytestmark = pytest.mark.unit
+
+
+def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    # Typer vendors its own click: walk the command tree by duck typing.
+    found: list[tuple[str, Any]] = []
+    for name, command in group.commands.items():
+        found.append((f"{prefix}{name}", command))
+        if hasattr(command, "commands"):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+def test_every_command_and_option_has_help() -> None:
+    commands = _commands(typer.main.get_command(app))
+    names = {name for name, _ in commands}
+    assert {
+        "up",
+        "retrain",
+        "serve",
+        "models",
+        "services",
+        "services up",
+        "services down",
+        "services status",
+    } <= names
+    for name, command in commands:
+        assert command.help, f"`fer {name}` has no help"
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"`fer {name} {param.opts[0]}` has no help"
+
+
+def test_help_runs() -> None:
+    result = CliRunner().invoke(app, ["retrain", "--help"])
+    assert result.exit_code == 0
+    assert "--min-accuracy" in result.output
+
+
+def test_status_with_nothing_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FER_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["services", "status"])
+    assert result.exit_code == 0
+    assert result.output.count("not running") == 2
+
+
+def test_platform_errors_are_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from infra.services import free_port
+
+    monkeypatch.setenv("FER_HOME", str(tmp_path))
+    monkeypatch.setenv("FER_PREFECT_PORT", str(free_port()))
+    result = CliRunner().invoke(app, ["retrain", "--dataset", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no Prefect server answers" in result.output
+    assert "fer services up" in result.output
+    assert "Traceback" not in result.output

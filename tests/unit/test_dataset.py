@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.dataset import (
+    CLASSES,
+    compute_fingerprint,
+    find_layout_root,
+    index_dataset,
+    load_split,
+    read_manifest,
+    scan_dataset,
+)
+from model.errors import DatasetError
+from tests.unit.helpers import write_fer_tree
+
+pytestmark = pytest.mark.unit
+
+
+def test_scan_lists_every_image_with_its_facts(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=2)
+    records = scan_dataset(root)
+    assert len(records) == 2 * 2 * len(CLASSES)
+    first = records[0]
+    assert (first.split, first.label) == ("test", "angry")
+    assert (first.width, first.height, first.mode) == (48, 48, "L")
+    assert len(first.sha256) == 64 and first.bytes > 0
+
+
+def test_unreadable_file_is_recorded_not_raised(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=1)
+    (root / "train" / "happy" / "broken.jpg").write_bytes(b"not an image")
+    broken = [r for r in scan_dataset(root) if r.relpath.endswith("broken.jpg")]
+    assert broken and broken[0].mode == "unreadable" and broken[0].width == 0
+
+
+def test_fingerprint_is_stable_and_tracks_content(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=1)
+    before = compute_fingerprint(scan_dataset(root))
+    assert before == compute_fingerprint(reversed(scan_dataset(root)))
+    target = root / "train" / "sad" / "train_sad_0.png"
+    target.write_bytes((root / "train" / "happy" / "train_happy_0.png").read_bytes())
+    assert compute_fingerprint(scan_dataset(root)) != before
+
+
+def test_nested_layout_is_found(tmp_path: Path) -> None:
+    write_fer_tree(tmp_path / "archive", per_class=1)
+    assert find_layout_root(tmp_path) == tmp_path / "archive"
+
+
+def test_wrong_layout_lists_what_was_found(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels.csv").write_text("x")
+    with pytest.raises(DatasetError) as error:
+        find_layout_root(tmp_path)
+    assert "images/" in str(error.value) and "labels.csv" in str(error.value)
+    assert "train/" in str(error.value) and "FER_DATASET" in str(error.value)
+
+
+def test_missing_folder_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="FER_DATASET"):
+        find_layout_root(tmp_path / "nowhere")
+
+
+def test_index_writes_manifest_and_load_split_caches(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=2)
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, source=str(root))
+    assert ref.manifest_path.is_file()
+    assert len(read_manifest(ref.manifest_path)) == 28
+    x, y = load_split(ref, "train", home / "cache")
+    assert x.shape == (14, 48, 48, 1) and x.dtype == np.uint8
+    assert sorted(set(y.tolist())) == list(range(len(CLASSES)))
+    # The class is encoded in brightness: decoded pixels must follow the labels.
+    assert np.all(np.diff([x[y == k].mean() for k in range(len(CLASSES))]) > 0)
+    # A second load reads the cache: it still works with the source gone.
+    for path in (root / "train").rglob("*.png"):
+        path.unlink()
+    x2, y2 = load_split(ref, "train", home / "cache")
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+
+
+def test_non_48_and_colour_images_are_converted(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=1, size=64, mode="RGB")
+    ref = index_dataset(root, tmp_path / "home", source=str(root))
+    x, _ = load_split(ref, "test", tmp_path / "home" / "cache")
+    assert x.shape == (7, 48, 48, 1)
+
+
+def test_unknown_split_is_rejected(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=1)
+    ref = index_dataset(root, tmp_path / "home", source=str(root))
+    with pytest.raises(DatasetError, match="unknown split"):
+        load_split(ref, "validation", tmp_path / "cache")

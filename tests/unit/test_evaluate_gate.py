@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.errors import GateFailed
+from model.evaluate import compute_metrics, plot_confusion
+from model.gate import GateConfig, decide, enforce
+
+pytestmark = pytest.mark.unit
+
+
+def _metrics(correct: int, total: int = 10):
+    y_true = np.array([k % 7 for k in range(total)])
+    y_pred = y_true.copy()
+    y_pred[correct:] = (y_pred[correct:] + 1) % 7
+    return compute_metrics(y_true, y_pred, fingerprint="f" * 64)
+
+
+def test_metrics_follow_sklearn_definitions() -> None:
+    metrics = _metrics(correct=7)
+    assert metrics.accuracy == pytest.approx(0.7)
+    assert metrics.n_test == 10
+    assert sum(map(sum, metrics.confusion)) == 10
+    assert sum(metrics.confusion[k][k] for k in range(7)) == 7
+    # Labels 0,1,2,3,4,5,6,0,1,2; the last three predictions are shifted by one class.
+    assert metrics.per_class["angry"].support == 2
+    assert metrics.per_class["angry"].recall == pytest.approx(0.5)
+    assert metrics.per_class["happy"].recall == pytest.approx(1.0)
+    assert metrics.per_class["disgust"].precision == pytest.approx(0.5)
+
+
+def test_confusion_plot_is_written(tmp_path: Path) -> None:
+    path = plot_confusion(_metrics(correct=5), tmp_path / "cm.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gate_passes_at_the_floor_and_fails_below() -> None:
+    assert decide(_metrics(correct=5), GateConfig(min_accuracy=0.5)).passed
+    decision = decide(_metrics(correct=4), GateConfig(min_accuracy=0.5))
+    assert not decision.passed
+    assert "0.4000 is below the floor 0.5000" in decision.reasons[0]
+
+
+def test_enforce_raises_with_every_reason() -> None:
+    decision = decide(_metrics(correct=1), GateConfig(min_accuracy=0.99))
+    with pytest.raises(GateFailed) as error:
+        enforce(decision)
+    assert error.value.reasons == list(decision.reasons)
+    assert "below the floor" in str(error.value)
+    enforce(decide(_metrics(correct=10), GateConfig(min_accuracy=0.99)))
+
+
+def test_gate_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        GateConfig(min_accuracy=1.5)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.network import NetworkConfig, build_model
+from model.predict import Predictor, to_model_input
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("RGB", (300, 200), (200, 10, 10)),
+        Image.new("RGBA", (20, 20)),
+        Image.new("L", (48, 48), 7),
+        Image.new("I;16", (96, 96)),
+        np.zeros((100, 80), dtype=np.uint8),
+        np.zeros((60, 60, 3), dtype=np.uint8),
+        np.zeros((60, 60, 4), dtype=np.uint8),
+        np.zeros((48, 48, 1), dtype=np.uint8),
+        np.full((10, 10), 300.0),
+    ],
+)
+def test_any_image_becomes_48x48_gray(image: Image.Image | np.ndarray) -> None:
+    pixels = to_model_input(image)
+    assert pixels.shape == (48, 48, 1) and pixels.dtype == np.uint8
+
+
+def test_gray_value_survives_conversion() -> None:
+    assert int(to_model_input(Image.new("L", (10, 10), 123)).mean()) == 123
+
+
+def test_array_that_is_not_an_image_is_rejected() -> None:
+    with pytest.raises(ValueError, match="not an image"):
+        to_model_input(np.zeros((4, 4, 5)))
+
+
+def test_predictor_returns_one_probability_per_class() -> None:
+    model = build_model(NetworkConfig(filters=(4,), dense_units=8), (48, 48, 1), 7)
+    predictor = Predictor(model, version="v1")
+    result = predictor.predict(Image.new("RGB", (640, 480)))
+    assert list(result) == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert sum(result.values()) == pytest.approx(1.0, abs=1e-5)
+    batch = predictor.predict_batch(np.zeros((3, 48, 48, 1), dtype=np.uint8))
+    assert batch.shape == (3, 7)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_point_at_local_services(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for key in (
+        "FER_HOME",
+        "FER_S3_PORT",
+        "FER_PREFECT_PORT",
+        "FER_S3_BUCKET",
+        "FER_DATASET",
+        "FER_S3_ENDPOINT_URL",
+        "FER_PREFECT_API_URL",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings()
+    assert settings.dataset == "kaggle://msambare/fer2013"
+    assert settings.s3_url == "http://127.0.0.1:8333"
+    assert settings.prefect_url == "http://127.0.0.1:4200/api"
+    assert settings.prefect_ui_url == "http://127.0.0.1:4200"
+    assert settings.home_dir == (Path.home() / ".fer").resolve()
+
+
+def test_environment_and_dotenv_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("FER_S3_BUCKET=from-dotenv\nFER_SERVE_PORT=9000\n")
+    monkeypatch.setenv("FER_S3_ENDPOINT_URL", "https://s3.example.org")
+    monkeypatch.setenv("FER_PREFECT_API_URL", "https://prefect.example.org/api")
+    monkeypatch.setenv("FER_HOME", str(tmp_path / "home"))
+    settings = Settings()
+    assert settings.s3_bucket == "from-dotenv" and settings.serve_port == 9000
+    assert settings.s3_url == "https://s3.example.org"
+    assert settings.prefect_ui_url == "https://prefect.example.org"
+    assert settings.home_dir == tmp_path / "home"
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_S3_PORT", "99999")
+    with pytest.raises(ValueError, match="s3_port"):
+        Settings()
+
+
+def test_secret_is_not_printed() -> None:
+    assert "fer-dev-secret" not in repr(Settings())
