@@ -242,6 +242,18 @@ def up(
         TrainConfig.model_fields["learning_rate"].default,
         TrainConfig.model_fields["seed"].default,
     )
-    version = run_retrain(settings, dataset, config, GateConfig(min_accuracy=min_accuracy))
-    typer.echo(f"promoted model version {version}")
+    try:
+        version = run_retrain(settings, dataset, config, GateConfig(min_accuracy=min_accuracy))
+        typer.echo(f"promoted model version {version}")
+    except FerError as error:
+        # A failed run leaves the previous champion in place: keep serving it if there is one.
+        from model.registry import ModelRegistry
+
+        if ModelRegistry.from_settings(settings).champion() is None:
+            raise
+        typer.secho(
+            f"retrain failed, serving the previous champion: {error}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     _serve(settings)

@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epochs: int = Field(3, ge=1, le=1000, description="Maximum passes over the training split.")
+    epochs: int = Field(5, ge=1, le=1000, description="Maximum passes over the training split.")
     batch_size: int = Field(128, ge=1, le=4096, description="Images per gradient step.")
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate.")
     validation_fraction: float = Field(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,18 +10,15 @@ from model.settings import Settings
 pytestmark = pytest.mark.unit
 
 
-def test_defaults_point_at_local_services(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env here
-    for key in (
-        "FER_HOME",
-        "FER_S3_PORT",
-        "FER_PREFECT_PORT",
-        "FER_S3_BUCKET",
-        "FER_DATASET",
-        "FER_S3_ENDPOINT_URL",
-        "FER_PREFECT_API_URL",
-    ):
-        monkeypatch.delenv(key, raising=False)
+@pytest.fixture(autouse=True)
+def no_fer_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Start from no FER_* variables and no .env, whatever the session has set."""
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("FER_")]:
+        monkeypatch.delenv(key)
+
+
+def test_defaults_point_at_local_services() -> None:
     settings = Settings()
     assert settings.dataset == "kaggle://msambare/fer2013"
     assert settings.s3_url == "http://127.0.0.1:8333"
@@ -30,7 +28,6 @@ def test_defaults_point_at_local_services(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_environment_and_dotenv_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("FER_S3_BUCKET=from-dotenv\nFER_SERVE_PORT=9000\n")
     monkeypatch.setenv("FER_S3_ENDPOINT_URL", "https://s3.example.org")
     monkeypatch.setenv("FER_PREFECT_API_URL", "https://prefect.example.org/api")
