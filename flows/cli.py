@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable
 from functools import wraps
 from typing import Annotated, Any, TypeVar
@@ -53,6 +54,9 @@ def main(
     # httpx logs every health-check request at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Ship the library's own log lines (epochs, data checks) to the Prefect UI with each run;
+    # read when prefect is first imported, which the commands do lazily after this.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "model,validation,infra")
 
 
 def _clear_errors(command: F) -> F:
@@ -184,9 +188,15 @@ def retrain(
     typer.echo(f"promoted model version {version}")
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Service managers (systemd, Kubernetes) stop with SIGTERM: shut down as on Ctrl-C.
+    raise KeyboardInterrupt
+
+
 def _serve(settings: Settings) -> None:
     from serving.app import make_app, start_watcher
 
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     watcher = start_watcher(settings)
     typer.echo(
         f"Serving model {watcher.predictor.version if watcher.predictor else '-'} at "

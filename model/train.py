@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +18,9 @@ from sklearn.model_selection import train_test_split
 
 from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef, load_split
 from model.network import NetworkConfig, build_model
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,22 @@ def configure_threads() -> None:
         logger.debug("TensorFlow already initialised; thread settings unchanged")
 
 
+def _epoch_logger(total_epochs: int) -> keras.callbacks.Callback:
+    """A callback that logs each epoch's metrics, so they reach the Prefect UI as log lines."""
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))
+            seconds = time.perf_counter() - self.started
+            logger.info("epoch %d/%d (%.0f s): %s", epoch + 1, total_epochs, seconds, scores)
+
+    return EpochLogger()
+
+
 def split_train_validation(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -139,9 +160,10 @@ def fit_model(x: np.ndarray, y: np.ndarray, config: TrainConfig, run_dir: Path) 
                 monitor="val_accuracy",
                 patience=config.early_stopping_patience,
                 restore_best_weights=True,
-            )
+            ),
+            _epoch_logger(config.epochs),
         ],
-        verbose=2,
+        verbose=0,
     )
     model_path = run_dir / MODEL_FILE
     model.save(model_path)

@@ -68,14 +68,16 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         )
         assert models.returncode == 0 and models.stdout.startswith("* ")
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            returncode = process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            returncode = None
         down = subprocess.run(
             [FER, "services", "down"], env=env, capture_output=True, text=True, timeout=120
         )
+    assert returncode == 0, "`fer up` must shut down cleanly on SIGTERM"
     assert down.returncode == 0 and "prefect" in down.stdout and "seaweedfs" in down.stdout
     status = subprocess.run(
         [FER, "services", "status"], env=env, capture_output=True, text=True, timeout=60
