@@ -34,7 +34,10 @@ def _task_durations(api_url: str, flow_run_id: Any) -> dict[str, float]:
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
             )
             flow_run = await client.read_flow_run(flow_run_id)
-        durations = {run.name.rsplit("-", 1)[0]: run.total_run_time.total_seconds() for run in runs}
+        ordered = sorted(runs, key=lambda run: run.start_time or run.expected_start_time)
+        durations = {
+            run.name.rsplit("-", 1)[0]: run.total_run_time.total_seconds() for run in ordered
+        }
         durations["flow total"] = flow_run.total_run_time.total_seconds()
         return durations
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -76,5 +78,17 @@ def get_settings() -> Settings:
 
     Returns:
         A fresh ``Settings``; environment changes since the last call are seen.
+
+    Raises:
+        ConfigError: naming each invalid ``FER_*`` variable and why it is invalid.
     """
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"FER_{'_'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(
+            f"invalid setting(s): {problems}; fix the environment variable or .env entry"
+        ) from error

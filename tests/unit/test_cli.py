@@ -67,3 +67,11 @@ def test_platform_errors_are_one_clear_line(
     assert "no Prefect server answers" in result.output
     assert "fer services up" in result.output
     assert "Traceback" not in result.output
+
+
+def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FER_HOME", str(tmp_path))
+    monkeypatch.setenv("FER_S3_PORT", "not-a-port")
+    result = CliRunner().invoke(app, ["services", "status"])
+    assert result.exit_code == 1
+    assert "FER_S3_PORT" in result.output and "Traceback" not in result.output

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from model.settings import Settings
+from model.errors import ConfigError
+from model.settings import Settings, get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -39,10 +40,12 @@ def test_environment_and_dotenv_override(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.home_dir == tmp_path / "home"
 
 
-def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FER_S3_PORT", "99999")
-    with pytest.raises(ValueError, match="s3_port"):
-        Settings()
+    monkeypatch.setenv("FER_SERVE_PORT", "http")
+    with pytest.raises(ConfigError) as error:
+        get_settings()
+    assert "FER_S3_PORT" in str(error.value) and "FER_SERVE_PORT" in str(error.value)
 
 
 def test_secret_is_not_printed() -> None:
