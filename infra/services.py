@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -154,8 +155,29 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
     return False
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Picked below the kernel's ephemeral range: outgoing connections draw their local ports
+    from that range and could take a port between this check and the service's bind.
+
+    Returns:
+        The port number.
+    """
+    low = min(_ephemeral_range()[0], 65536)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low, 20001))
+        if not port_in_use(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
@@ -212,7 +234,10 @@ def _log_tail(settings: Settings, name: str, lines: int = 15) -> str:
     path = log_path(settings, name)
     if not path.exists():
         return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    text = path.read_text(errors="replace").splitlines()
+    # glog marks fatal lines "F<date>"; they say why, the stack trace after them does not.
+    fatal = [line for line in text[-200:] if line[:1] == "F" and line[1:5].isdigit()]
+    return "\n".join(fatal[-3:] + text[-lines:])
 
 
 def _spawn(settings: Settings, name: str, command: list[str], env: dict[str, str]) -> int:
@@ -291,22 +316,41 @@ def _start_prefect(settings: Settings, timeout: float) -> ServiceState:
     return state
 
 
-def _start_seaweedfs(settings: Settings, timeout: float) -> ServiceState:
+def _lost_internal_port(error: ServiceError, settings: Settings) -> bool:
+    message = str(error)
+    # weed reports a taken port before binding ("... is not available") or at bind time.
+    taken = "address already in use" in message or "is not available" in message
+    s3_port = str(settings.s3_port)
+    return taken and f":{s3_port}:" not in message and f"port {s3_port} " not in message
+
+
+def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> ServiceState:
     _check_port_free(settings.s3_port, "FER_S3_PORT")
-    command, env, internal = _seaweedfs_spec(settings)
     url = f"http://{LOOPBACK}:{settings.s3_port}"
-    state = ServiceState(
-        SEAWEEDFS,
-        _spawn(settings, SEAWEEDFS, command, env),
-        settings.s3_port,
-        url,
-        command,
-        extra_ports=internal,
-        started_at=time.time(),
-    )
-    _write_state(settings, state)
-    _wait_for(lambda: _s3_health(url), state, settings, timeout)
-    return state
+    attempt = 1
+    while True:
+        command, env, internal = _seaweedfs_spec(settings)
+        pid = _spawn(settings, SEAWEEDFS, command, env)
+        state = ServiceState(
+            SEAWEEDFS,
+            pid,
+            settings.s3_port,
+            url,
+            command,
+            extra_ports=internal,
+            started_at=time.time(),
+        )
+        _write_state(settings, state)
+        try:
+            _wait_for(lambda: _s3_health(url), state, settings, timeout)
+            return state
+        except ServiceError as error:
+            # Another program can take an internal port between our check and weed's bind:
+            # start again on fresh internal ports.
+            if attempt == attempts or not _lost_internal_port(error, settings):
+                raise
+            logger.warning("seaweedfs lost an internal port to another program; retrying")
+            attempt += 1
 
 
 def _ensure_bucket(settings: Settings, timeout: float) -> None:

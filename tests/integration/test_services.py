@@ -44,3 +44,27 @@ def test_taken_port_names_port_and_setting(setting: str, tmp_path: Path) -> None
     message = str(error.value)
     assert f"port {taken}" in message and f"FER_{setting.upper()}" in message
     assert all(not s.running for s in services_status(settings)), "nothing may be left started"
+
+
+def test_seaweedfs_retries_when_an_internal_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import infra.services as services_module
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        real_free_port = services_module.free_port
+        picks = iter([taken])  # the first internal port picked is already taken
+        monkeypatch.setattr(
+            services_module, "free_port", lambda: next(picks, None) or real_free_port()
+        )
+        settings = Settings(home=tmp_path, s3_port=real_free_port(), prefect_port=real_free_port())
+        try:
+            state = services_module._start_seaweedfs(settings, timeout=60)
+            assert taken not in state.extra_ports.values()
+            log = services_module.log_path(settings, "seaweedfs").read_text()
+            assert f"port {taken}" in log  # the first start failed on the taken port
+        finally:
+            services_module.services_down(settings)
