@@ -230,6 +230,18 @@ def _wait_for(
     )
 
 
+def _wait_or_stop(
+    check: Callable[[], bool], state: ServiceState, settings: Settings, timeout: float
+) -> None:
+    """Wait for health; a service that never got healthy is stopped, not left half-started."""
+    try:
+        _wait_for(check, state, settings, timeout)
+    except ServiceError:
+        _stop(state, grace=10)
+        _state_path(settings, state.name).unlink(missing_ok=True)
+        raise
+
+
 def _log_tail(settings: Settings, name: str, lines: int = 15) -> str:
     path = log_path(settings, name)
     if not path.exists():
@@ -312,7 +324,7 @@ def _start_prefect(settings: Settings, timeout: float) -> ServiceState:
         started_at=time.time(),
     )
     _write_state(settings, state)
-    _wait_for(lambda: _prefect_health(url), state, settings, timeout)
+    _wait_or_stop(lambda: _prefect_health(url), state, settings, timeout)
     return state
 
 
@@ -342,7 +354,7 @@ def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> S
         )
         _write_state(settings, state)
         try:
-            _wait_for(lambda: _s3_health(url), state, settings, timeout)
+            _wait_or_stop(lambda: _s3_health(url), state, settings, timeout)
             return state
         except ServiceError as error:
             # Another program can take an internal port between our check and weed's bind:
@@ -417,7 +429,8 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
             url = state.url
             _wait_for(lambda url=url, check=health[name]: check(url), state, settings, timeout)
             notes[name] = "already running"
-    _ensure_bucket(settings, timeout)
+    # Bounded well below `timeout`: wrong credentials fail the same way on every try.
+    _ensure_bucket(settings, min(timeout, 30.0))
     return [
         ServiceStatus(s.name, s.running, s.url, s.pid, s.log_path, notes[s.name])
         for s in services_status(settings)
