@@ -22,6 +22,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+data_app = typer.Typer(
+    help="Inspect datasets and mirror them into the S3 store.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
 services_app = typer.Typer(
     help="Start, stop and inspect the local Prefect and S3 services.", no_args_is_help=True
 )
@@ -267,3 +271,62 @@ def up(
             err=True,
         )
     _serve(settings)
+
+
+SourceArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Dataset source: folder, .zip/.tar.gz, http(s):// archive, s3:// prefix or archive, "
+        "or kaggle://<owner>/<dataset>."
+    ),
+]
+
+
+@data_app.command("info")
+@_clear_errors
+def data_info(source: SourceArgument) -> None:
+    """Acquire a dataset and print its image counts per split and class and its fingerprint."""
+    from collections import Counter
+
+    from model.dataset import read_manifest
+    from model.sources import acquire_dataset
+
+    ref = acquire_dataset(source, get_settings())
+    records = read_manifest(ref.manifest_path)
+    counts = Counter((r.split, r.label) for r in records)
+    labels = sorted({label for _, label in counts})
+    typer.echo(f"{'class':<10}{'train':>8}{'test':>8}")
+    for label in labels:
+        typer.echo(f"{label:<10}{counts[('train', label)]:>8}{counts[('test', label)]:>8}")
+    totals = [sum(n for (split, _), n in counts.items() if split == s) for s in ("train", "test")]
+    typer.echo(f"{'total':<10}{totals[0]:>8}{totals[1]:>8}")
+    typer.echo(f"root: {ref.root}\nfingerprint: {ref.fingerprint}")
+
+
+@data_app.command("push")
+@_clear_errors
+def data_push(
+    source: SourceArgument,
+    destination: Annotated[
+        str,
+        typer.Argument(help="Where to copy it: s3://<bucket>/<prefix> on the configured store."),
+    ],
+) -> None:
+    """Copy a dataset into the S3 store, so retraining can be scheduled from the team's copy."""
+    from urllib.parse import urlparse
+
+    from model.errors import DatasetError
+    from model.registry import make_s3_client
+    from model.sources import acquire_dataset, push_dataset
+
+    target = urlparse(destination)
+    if target.scheme != "s3" or not target.netloc:
+        raise DatasetError(f"destination {destination!r} is not s3://<bucket>/<prefix>")
+    settings = get_settings()
+    ref = acquire_dataset(source, settings)
+    uploaded = push_dataset(ref.root, target.netloc, target.path, make_s3_client(settings))
+    uri = f"s3://{target.netloc}/{target.path.strip('/')}"
+    typer.echo(
+        f"pushed {uploaded} files to {uri} (fingerprint {ref.fingerprint}); "
+        f"use FER_DATASET={uri}/ to train from it"
+    )

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from model.dataset import CLASSES, DatasetRef, load_split
+from model.dataset import CLASSES, DatasetRef, arrays_dir, load_split
 from model.predict import load_keras_model
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path)
     Returns:
         The metrics.
     """
-    x, y = load_split(ref, "test", home / "cache" / "arrays")
+    x, y = load_split(ref, "test", arrays_dir(home))
     model = load_keras_model(model_path)
     probabilities = model.predict(x.astype("float32"), batch_size=512, verbose=0)
     metrics = compute_metrics(y, np.argmax(probabilities, axis=1), ref.fingerprint)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.archives import ArchiveLimits
 from model.errors import ConfigError
 
 
@@ -48,6 +49,12 @@ class Settings(BaseSettings):
     prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server.")
     serve_host: str = Field("127.0.0.1", description="Interface the Gradio app binds to.")
     serve_port: int = Field(7860, ge=1, le=65535, description="Port of the Gradio app.")
+    archive_max_files: int = Field(
+        200_000, ge=1, description="Most files a dataset archive may hold (archive-bomb guard)."
+    )
+    archive_max_bytes: int = Field(
+        4 * 1024**3, ge=1, description="Most bytes a dataset archive may extract to."
+    )
     champion_poll_seconds: float = Field(
         10.0, gt=0, description="How often the app checks the store for a newly promoted model."
     )
@@ -56,6 +63,13 @@ class Settings(BaseSettings):
     def home_dir(self) -> Path:
         """The platform home with ``~`` expanded, as an absolute path."""
         return self.home.expanduser().resolve()
+
+    @property
+    def archive_limits(self) -> ArchiveLimits:
+        """Limits applied when extracting dataset archives."""
+        return ArchiveLimits(
+            max_files=self.archive_max_files, max_total_bytes=self.archive_max_bytes
+        )
 
     @property
     def s3_url(self) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import train_test_split
 
-from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef, load_split
+from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef, arrays_dir, load_split
 from model.network import NetworkConfig, build_model
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def train_model(ref: DatasetRef, config: TrainConfig, home: Path) -> TrainResult
     Returns:
         Where the model and its history were saved.
     """
-    x, y = load_split(ref, "train", home / "cache" / "arrays")
+    x, y = load_split(ref, "train", arrays_dir(home))
     run_dir = new_run_dir(home)
     logger.info("training on %d images, run dir %s", len(y), run_dir)
     return fit_model(x, y, config, run_dir)

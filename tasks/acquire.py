@@ -18,6 +18,6 @@ from tasks.common import retry_unless_platform_error, settings
 )
 def acquire_dataset_task(source: str) -> DatasetRef:
     """Acquire and index the dataset named by ``source`` (see ``model.sources``)."""
-    ref = acquire_dataset(source, settings().home_dir)
+    ref = acquire_dataset(source, settings())
     get_run_logger().info("dataset %s at %s, fingerprint %s", source, ref.root, ref.fingerprint)
     return ref

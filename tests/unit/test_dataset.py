@@ -7,6 +7,7 @@ import pytest
 
 from model.dataset import (
     CLASSES,
+    arrays_dir,
     compute_fingerprint,
     find_layout_root,
     index_dataset,
@@ -95,3 +96,73 @@ def test_unknown_split_is_rejected(tmp_path: Path) -> None:
     ref = index_dataset(root, tmp_path / "home", source=str(root))
     with pytest.raises(DatasetError, match="unknown split"):
         load_split(ref, "validation", tmp_path / "cache")
+
+
+def test_second_index_of_unchanged_files_reads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.dataset as dataset
+
+    root = write_fer_tree(tmp_path / "fer", per_class=2)
+    first = index_dataset(root, tmp_path / "home", source="a")
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the warm path must not read or decode files")
+
+    monkeypatch.setattr(dataset, "scan_and_decode", no_decoding)
+    second = index_dataset(root, tmp_path / "home", source="b")
+    assert (second.fingerprint, second.manifest_path) == (first.fingerprint, first.manifest_path)
+    assert second.source == "b"
+
+
+def test_changed_file_is_noticed_on_the_next_index(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=2)
+    first = index_dataset(root, tmp_path / "home", source="x")
+    target = root / "test" / "fear" / "test_fear_0.png"
+    target.write_bytes((root / "test" / "happy" / "test_happy_0.png").read_bytes())
+    second = index_dataset(root, tmp_path / "home", source="x")
+    assert second.fingerprint != first.fingerprint
+    x, y = load_split(second, "test", arrays_dir(tmp_path / "home"))
+    fear = CLASSES.index("fear")
+    means = x[y == fear].mean(axis=(1, 2, 3))  # fear images are ~80, happy ones ~110
+    assert len(y) == 14 and means.min() < 90 and means.max() > 100
+
+
+def test_split_and_class_folders_match_in_any_case(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=1)
+    (root / "train").rename(root / "Train")
+    (root / "Train" / "happy").rename(root / "Train" / "HAPPY")
+    (tmp_path / "fer" / "__MACOSX").mkdir()
+    assert find_layout_root(tmp_path) == root
+    records = scan_dataset(root)
+    happy = [r for r in records if r.split == "train" and r.label == "happy"]
+    assert happy and happy[0].relpath.startswith("Train/HAPPY/")
+
+
+def test_worker_processes_give_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.dataset as dataset
+
+    root = write_fer_tree(tmp_path / "fer", per_class=3, mode="RGB")
+    records_one, pixels_one = dataset.scan_and_decode(root, workers=1)
+    monkeypatch.setattr(dataset, "IN_PROCESS_BELOW", 0)
+    records_two, pixels_two = dataset.scan_and_decode(root, workers=2)
+    assert records_one == records_two
+    assert np.array_equal(pixels_one, pixels_two)
+    assert {r.mode for r in records_two} == {"RGB"}
+
+
+def test_missing_array_cache_is_rebuilt_or_refused_when_files_changed(tmp_path: Path) -> None:
+    import shutil
+
+    root = write_fer_tree(tmp_path / "fer", per_class=1)
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, source="x")
+    shutil.rmtree(arrays_dir(home))
+    x, _ = load_split(ref, "train", arrays_dir(home))
+    assert x.shape == (7, 48, 48, 1)
+    shutil.rmtree(arrays_dir(home))
+    (root / "train" / "sad" / "train_sad_0.png").unlink()
+    with pytest.raises(DatasetError, match="changed since it was indexed"):
+        load_split(ref, "train", arrays_dir(home))
