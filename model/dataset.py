@@ -184,22 +184,27 @@ def _read_file(path: str, size: int) -> bytes:
 
 
 def _describe_chunk(
-    root: str, files: list[tuple[str, int]], size: int
-) -> tuple[list[tuple[str, int, int, int, str]], np.ndarray]:
+    root: str, files: list[tuple[str, int]], size: int, out_path: str, offset: int
+) -> list[tuple[str, int, int, int, str]]:
     """Read, hash and decode a chunk of files (runs in a worker process).
 
+    Pixels go straight into rows ``offset:offset + len(files)`` of the ``.npy`` memory map at
+    ``out_path`` (shared with the parent, so the arrays are never pickled between processes).
+
     Returns:
-        Per file (sha256, bytes, width, height, mode) and the N x size x size pixels.
+        Per file: (sha256, bytes, width, height, mode).
     """
     import cv2
 
     cv2.setNumThreads(1)  # one decode per worker; the pool provides the parallelism
+    pixels = np.load(out_path, mmap_mode="r+")
+    # Hot loop over ~1.5 KB files: bound names and a fast path for 48x48 gray JPEGs.
+    imdecode, frombuffer, sha256, uint8 = cv2.imdecode, np.frombuffer, hashlib.sha256, np.uint8
     facts: list[tuple[str, int, int, int, str]] = []
-    pixels = np.zeros((len(files), size, size), dtype=np.uint8)
-    for index, (relpath, nbytes) in enumerate(files):
-        data = _read_file(os.path.join(root, relpath), nbytes)
-        digest = hashlib.sha256(data).hexdigest()
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    for index, (relpath, nbytes) in enumerate(files, start=offset):
+        data = _read_file(f"{root}/{relpath}", nbytes)
+        digest = sha256(data).hexdigest()
+        image = imdecode(frombuffer(data, uint8), cv2.IMREAD_UNCHANGED)
         if image is None or image.size == 0:
             # Recorded, not raised: the data-quality suite reports every bad file at once.
             facts.append((digest, len(data), 0, 0, "unreadable"))
@@ -207,58 +212,119 @@ def _describe_chunk(
         channels = 1 if image.ndim == 2 else image.shape[2]
         mode = "I;16" if image.dtype == np.uint16 else _MODES.get(channels, f"{channels}ch")
         facts.append((digest, len(data), image.shape[1], image.shape[0], mode))
-        pixels[index] = _to_gray48(image, size)
-    return facts, pixels
+        if mode == "L" and image.shape == (size, size):
+            pixels[index, :, :, 0] = image
+        else:
+            pixels[index, :, :, 0] = _to_gray48(image, size)
+    pixels.flush()
+    return facts
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     # fork is the cheapest start but unsafe once other threads exist (Prefect's engine runs
     # some); forkserver is safe there and costs ~0.3 s more.
+    import cv2  # noqa: F401 - imported once here, inherited by every worker
+
     method = "fork" if threading.active_count() == 1 else "forkserver"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["cv2", "numpy", "model.dataset"])
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
-def scan_and_decode(
-    root: Path, entries: Sequence[FileEntry] | None = None, workers: int | None = None
-) -> tuple[list[ImageRecord], np.ndarray]:
+def _pixels_path(folder: Path, split: str) -> Path:
+    return folder / f"{split}_x.npy"
+
+
+def _labels_path(folder: Path, split: str) -> Path:
+    return folder / f"{split}_y.npy"
+
+
+def _decode_jobs(
+    entries: Sequence[FileEntry], out_dir: Path, step: int
+) -> list[tuple[list[tuple[str, int]], str, int]]:
+    """Cut the listing into chunks that each fall within one split: (files, npy path, row)."""
+    jobs = []
+    for split in sorted(SPLITS):  # the listing's order, so results line up with entries
+        files = [(e.relpath, e.size) for e in entries if e.split == split]
+        path = _pixels_path(out_dir, split)
+        np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(len(files), IMAGE_SIZE, IMAGE_SIZE, 1)
+        ).flush()
+        jobs += [(files[i : i + step], str(path), i) for i in range(0, len(files), step)]
+    return jobs
+
+
+def decode_into(
+    root: Path,
+    out_dir: Path,
+    entries: Sequence[FileEntry] | None = None,
+    workers: int | None = None,
+) -> list[ImageRecord]:
     """Hash, describe and decode every image under ``root`` in parallel, reading each file once.
+
+    Pixels are written straight into ``<out_dir>/<split>_x.npy`` (uint8, N x 48 x 48 x 1, in
+    listing order within the split) by the worker processes, never copied between processes.
 
     Args:
         root: folder holding ``train/`` and ``test/``.
+        out_dir: existing folder for the pixel files.
         entries: the listing, if the caller already has it.
         workers: processes; default one per core. Small datasets are done in-process.
 
     Returns:
-        The records (sorted like the listing) and uint8 pixels N x 48 x 48 x 1 in that order.
+        The records, sorted like the listing (by split, class, relative path).
 
     Raises:
         DatasetError: if the folder holds no images at all.
     """
-    entries = list(list_images(root) if entries is None else entries)
+    entries = sorted(list_images(root) if entries is None else entries)
     if not entries:
         raise DatasetError(
             f"no images (*.jpg, *.jpeg, *.png) under {root}/train or {root}/test; "
             "check FER_DATASET points at a complete FER2013 copy"
         )
-    files = [(e.relpath, e.size) for e in entries]
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(files) < IN_PROCESS_BELOW:
-        results = [_describe_chunk(str(root), files, IMAGE_SIZE)]
+    in_process = workers == 1 or len(entries) < IN_PROCESS_BELOW
+    jobs = _decode_jobs(
+        entries, out_dir, len(entries) if in_process else -(-len(entries) // (4 * workers))
+    )
+    if in_process:
+        facts = [
+            f
+            for files, path, row in jobs
+            for f in _describe_chunk(str(root), files, IMAGE_SIZE, path, row)
+        ]
     else:
-        step = -(-len(files) // (4 * workers))
-        chunks = [files[i : i + step] for i in range(0, len(files), step)]
         with _pool(workers) as pool:
-            futures = [pool.submit(_describe_chunk, str(root), c, IMAGE_SIZE) for c in chunks]
-            results = [
-                f.result()
-                for f in tqdm(futures, desc="decode", unit="chunk", disable=None, leave=False)
+            futures = [
+                pool.submit(_describe_chunk, str(root), files, IMAGE_SIZE, path, row)
+                for files, path, row in jobs
             ]
-    facts = [fact for chunk_facts, _ in results for fact in chunk_facts]
-    pixels = np.concatenate([chunk_pixels for _, chunk_pixels in results])[..., np.newaxis]
-    records = [
+            progress = tqdm(futures, desc="decode", unit="chunk", disable=None, leave=False)
+            facts = [fact for future in progress for fact in future.result()]
+    return [
         ImageRecord(e.split, e.label, e.relpath, sha, nbytes, width, height, mode)
         for e, (sha, nbytes, width, height, mode) in zip(entries, facts, strict=True)
     ]
+
+
+def scan_and_decode(
+    root: Path, entries: Sequence[FileEntry] | None = None, workers: int | None = None
+) -> tuple[list[ImageRecord], np.ndarray]:
+    """Like :func:`decode_into`, returning the pixels of all splits in listing order.
+
+    Args:
+        root: folder holding ``train/`` and ``test/``.
+        entries: the listing, if the caller already has it.
+        workers: processes; default one per core.
+
+    Returns:
+        The records and uint8 pixels N x 48 x 48 x 1 in the same order.
+    """
+    with tempfile.TemporaryDirectory(prefix="fer-decode-") as scratch:
+        records = decode_into(root, Path(scratch), entries, workers)
+        pixels = np.concatenate([np.load(_pixels_path(Path(scratch), s)) for s in sorted(SPLITS)])
     return records, pixels
 
 
@@ -275,7 +341,8 @@ def scan_dataset(root: Path, workers: int | None = None) -> list[ImageRecord]:
     Raises:
         DatasetError: if the folder holds no images at all.
     """
-    return scan_and_decode(root, workers=workers)[0]
+    with tempfile.TemporaryDirectory(prefix="fer-scan-") as scratch:
+        return decode_into(root, Path(scratch), workers=workers)
 
 
 def compute_fingerprint(records: Iterable[ImageRecord]) -> str:
@@ -356,24 +423,32 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _cache_arrays(records: Sequence[ImageRecord], pixels: np.ndarray, folder: Path) -> None:
-    """Write ``<split>_x.npy`` and ``<split>_y.npy`` per split into ``folder``, atomically.
+def _decode_to_cache(
+    root: Path, cache_dir: Path, entries: Sequence[FileEntry] | None, workers: int | None
+) -> tuple[list[ImageRecord], str]:
+    """Decode into ``<cache_dir>/<fingerprint>/`` atomically; returns records and fingerprint.
 
-    Plain ``.npy`` files load with one read; images of unknown classes are left out.
+    Pixels and labels go to a temporary sibling, renamed into place once complete.
     """
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    labels = np.array([CLASSES.index(r.label) if r.label in CLASSES else -1 for r in records])
-    splits = np.array([r.split for r in records])
-    for split in SPLITS:
-        keep = (splits == split) & (labels >= 0)
-        np.save(tmp / f"{split}_x.npy", pixels[keep])
-        np.save(tmp / f"{split}_y.npy", labels[keep].astype(np.int64))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".decoding-", dir=cache_dir))
     try:
-        os.replace(tmp, folder)
-    except OSError:
-        # Another process cached the same fingerprint first; its files are identical.
+        records = decode_into(root, tmp, entries, workers)
+        for split in SPLITS:
+            labels = [
+                CLASSES.index(r.label) if r.label in CLASSES else -1
+                for r in records
+                if r.split == split
+            ]
+            np.save(_labels_path(tmp, split), np.array(labels, dtype=np.int64))
+        fingerprint = compute_fingerprint(records)
+        if not (cache_dir / fingerprint).exists():
+            try:
+                os.replace(tmp, cache_dir / fingerprint)
+            except OSError:
+                pass  # another process cached the same fingerprint first; files are identical
+        return records, fingerprint
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -402,11 +477,9 @@ def index_dataset(root: Path, home: Path, source: str, workers: int | None = Non
         if manifest_path.exists() and (arrays_dir(home) / fingerprint).is_dir():
             logger.info("dataset at %s unchanged since indexed (%s)", root, fingerprint[:12])
             return DatasetRef(root, fingerprint, manifest_path, source)
-    records, pixels = scan_and_decode(root, entries, workers)
-    fingerprint = compute_fingerprint(records)
+    records, fingerprint = _decode_to_cache(root, arrays_dir(home), entries, workers)
     manifest_path = home / "datasets" / fingerprint / MANIFEST_NAME
     write_manifest(records, manifest_path)
-    _cache_arrays(records, pixels, arrays_dir(home) / fingerprint)
     _write_text_atomic(pointer, fingerprint)
     logger.info("indexed %d images under %s (fingerprint %s)", len(records), root, fingerprint)
     return DatasetRef(root, fingerprint, manifest_path, source)
@@ -415,8 +488,9 @@ def index_dataset(root: Path, home: Path, source: str, workers: int | None = Non
 def load_split(ref: DatasetRef, split: str, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Load one split's decoded images and labels from the array cache.
 
-    Images of classes outside ``CLASSES`` are left out. A missing cache is rebuilt from the
-    files, provided they still have the indexed fingerprint.
+    The images are memory-mapped read-only from the cache (no copy until a consumer converts
+    them); images of classes outside ``CLASSES`` are left out. A missing cache is rebuilt from
+    the files, provided they still have the indexed fingerprint.
 
     Args:
         ref: the dataset.
@@ -431,16 +505,19 @@ def load_split(ref: DatasetRef, split: str, cache_dir: Path) -> tuple[np.ndarray
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
-    cache_path = cache_dir / ref.fingerprint
-    if not cache_path.is_dir():
-        records, pixels = scan_and_decode(ref.root)
-        if compute_fingerprint(records) != ref.fingerprint:
+    folder = cache_dir / ref.fingerprint
+    if not folder.is_dir():
+        _, fingerprint = _decode_to_cache(ref.root, cache_dir, None, None)
+        if fingerprint != ref.fingerprint:
             raise DatasetError(
                 f"the dataset at {ref.root} changed since it was indexed as "
                 f"{ref.fingerprint[:12]}; run the acquire step (retrain) again"
             )
-        _cache_arrays(records, pixels, cache_path)
-    x, y = np.load(cache_path / f"{split}_x.npy"), np.load(cache_path / f"{split}_y.npy")
+    x = np.load(_pixels_path(folder, split), mmap_mode="r")
+    y = np.load(_labels_path(folder, split))
+    if (y < 0).any():
+        keep = y >= 0
+        x, y = x[keep], y[keep]
     if not len(y):
         raise DatasetError(f"{ref.root}/{split} holds no images of the classes {CLASSES}")
     return x, y
