@@ -30,7 +30,7 @@ from model.archives import ArchiveLimits, extract_archive, is_archive
 from model.dataset import DatasetRef, find_layout_root, index_dataset
 from model.download import download_url, split_sha256_fragment
 from model.errors import DatasetError
-from model.registry import S3Client, make_s3_client
+from model.registry import S3Client, make_s3_client, sha256_file
 from model.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -98,14 +98,6 @@ def _source_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _archive_digest(path: Path) -> str:
     """The archive's sha256, from the download's metadata when it recorded one."""
     meta = path.with_name(path.name + ".meta.json")
@@ -113,7 +105,7 @@ def _archive_digest(path: Path) -> str:
         recorded = json.loads(meta.read_text()).get("sha256")
         if recorded:
             return str(recorded)
-    return _sha256_file(path)
+    return sha256_file(path)
 
 
 def _materialise(path: Path, home: Path, limits: ArchiveLimits) -> Path:
@@ -225,7 +217,7 @@ def fetch_s3_object(client: S3Client, bucket: str, key: str, dest_dir: Path) -> 
     if part.stat().st_size != head["ContentLength"]:
         part.unlink()
         raise DatasetError(f"{uri}: downloaded size differs from the object's; try again")
-    digest = _sha256_file(part)
+    digest = sha256_file(part)
     os.replace(part, target)
     meta_path.write_text(json.dumps({"uri": uri, "etag": head["ETag"], "sha256": digest}))
     return target
