@@ -40,6 +40,19 @@ def code_version() -> str:
     return f"{version}+g{described}"
 
 
+def _cleaning_summary(trained: TrainResult, reports_uri: str) -> dict[str, Any] | None:
+    if trained.cleaning_path is None:
+        return None
+    report = json.loads(trained.cleaning_path.read_text())
+    return {
+        "stats": report["stats"],
+        "train_before": report["train_before"],
+        "train_after": report["train_after"],
+        "removed_counts": {reason: len(paths) for reason, paths in report["removed"].items()},
+        "removed_paths": f"{reports_uri}/{trained.cleaning_path.name}",
+    }
+
+
 def make_manifest(
     metrics: Metrics,
     ref: DatasetRef,
@@ -72,6 +85,7 @@ def make_manifest(
             "best_val_accuracy": trained.best_val_accuracy,
             "history": json.loads(trained.history_path.read_text()),
         },
+        "cleaning": _cleaning_summary(trained, reports_uri),
         "reports": reports_uri,
         "code_version": code_version(),
     }

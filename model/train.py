@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import train_test_split
 
-from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef, arrays_dir, load_split
+from model.cleaning import CLEANING_FILE, CleaningConfig, cleaned_train_arrays, write_cleaning
+from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef
 from model.network import NetworkConfig, build_model
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(1337, description="Seed for the split, weight init and shuffling.")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class TrainResult:
     history_path: Path
     epochs_run: int
     best_val_accuracy: float
+    cleaning_path: Path | None = None
 
 
 def new_run_dir(home: Path) -> Path:
@@ -182,7 +186,10 @@ def fit_model(x: np.ndarray, y: np.ndarray, config: TrainConfig, run_dir: Path) 
 
 
 def train_model(ref: DatasetRef, config: TrainConfig, home: Path) -> TrainResult:
-    """Train on the dataset's ``train/`` split (``test/`` is never touched here).
+    """Train on the dataset's cleaned ``train/`` split (``test/`` is never touched here).
+
+    Cleaning (see ``model.cleaning``) removes every training image whose pixels occur in test,
+    duplicates, label-conflicting copies and blank frames, and records what it removed.
 
     Args:
         ref: the dataset.
@@ -192,7 +199,16 @@ def train_model(ref: DatasetRef, config: TrainConfig, home: Path) -> TrainResult
     Returns:
         Where the model and its history were saved.
     """
-    x, y = load_split(ref, "train", arrays_dir(home))
+    x, y, cleaning = cleaned_train_arrays(ref, home, config.cleaning)
     run_dir = new_run_dir(home)
-    logger.info("training on %d images, run dir %s", len(y), run_dir)
-    return fit_model(x, y, config, run_dir)
+    cleaning_path = run_dir / CLEANING_FILE
+    write_cleaning(cleaning, cleaning_path)
+    logger.info(
+        "training on %d of %d train images (removed %s), run dir %s",
+        len(y),
+        cleaning.train_before,
+        cleaning.removed_counts,
+        run_dir,
+    )
+    result = fit_model(x, y, config, run_dir)
+    return dataclasses.replace(result, cleaning_path=cleaning_path)

@@ -53,7 +53,11 @@ def test_retrain_publishes_and_promotes_with_lineage(
         Bucket=services.s3_bucket, Prefix=manifest["reports"].split("/", 3)[3] + "/"
     )
     names = {item["Key"].rsplit("/", 1)[1] for item in reports.get("Contents", [])}
-    assert {"metrics.json", "confusion_matrix.png", "history.json"} <= names
+    assert {"metrics.json", "confusion_matrix.png", "history.json", "cleaning.json"} <= names
+    cleaning = manifest["cleaning"]
+    assert cleaning["train_before"] == 210
+    assert cleaning["train_after"] == 210 - sum(cleaning["removed_counts"].values())
+    assert cleaning["removed_paths"].endswith("/cleaning.json")
 
 
 def test_failed_gate_leaves_the_champion(

@@ -1,0 +1,199 @@
+"""Cleaning the training split: never train on a test image, a duplicate or a blank frame.
+
+Identity is the hash of the decoded 48x48 gray pixels (``ImageRecord.pixel_sha256``), so the
+same picture saved twice, or in two formats, is one image. Test is never changed: it is the
+yardstick every model is measured with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from model.dataset import (
+    CLASSES,
+    DatasetRef,
+    ImageRecord,
+    arrays_dir,
+    load_split,
+    read_manifest,
+)
+from model.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+CLEANING_FILE = "cleaning.json"
+
+#: Why a training image was left out, in the order the rules are applied.
+REASONS = ("unreadable", "near_blank", "label_conflict", "in_test", "duplicate")
+
+
+class CleaningConfig(BaseModel):
+    """Thresholds of the cleaning step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    near_blank_std: float = Field(
+        1.0, ge=0, description="Images whose pixel standard deviation is below this are blank."
+    )
+
+
+class DuplicateStats(BaseModel):
+    """Identical-pixel groups in the raw dataset (all splits)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    groups: int = Field(description="Groups of two or more images with identical pixels.")
+    extra_copies: int = Field(description="Images beyond the first of each group.")
+    cross_split_groups: int = Field(description="Groups with members in both train and test.")
+    leaked_test_images: int = Field(description="Test images whose pixels also occur in train.")
+    conflicting_label_groups: int = Field(description="Groups whose members carry 2+ labels.")
+    near_blank: int = Field(description="Images (any split) below the near-blank threshold.")
+
+
+class CleaningReport(BaseModel):
+    """What cleaning found and what it removed from train (paths relative to the root)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stats: DuplicateStats
+    train_before: int
+    train_after: int
+    removed: dict[str, list[str]]
+
+    @property
+    def removed_counts(self) -> dict[str, int]:
+        """Removed training images per reason."""
+        return {reason: len(paths) for reason, paths in self.removed.items()}
+
+
+def _groups(records: Sequence[ImageRecord]) -> dict[str, list[ImageRecord]]:
+    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        if record.pixel_sha256:
+            groups[record.pixel_sha256].append(record)
+    return groups
+
+
+def duplicate_stats(records: Sequence[ImageRecord], config: CleaningConfig) -> DuplicateStats:
+    """Count identical-pixel groups, train/test leakage, label conflicts and blank images.
+
+    Args:
+        records: the dataset's manifest rows.
+        config: the near-blank threshold.
+
+    Returns:
+        The raw figures, before any cleaning.
+    """
+    multi = [g for g in _groups(records).values() if len(g) > 1]
+    crossing = [g for g in multi if {r.split for r in g} >= {"train", "test"}]
+    return DuplicateStats(
+        groups=len(multi),
+        extra_copies=sum(len(g) - 1 for g in multi),
+        cross_split_groups=len(crossing),
+        leaked_test_images=sum(sum(r.split == "test" for r in g) for g in crossing),
+        conflicting_label_groups=sum(len({r.label for r in g}) > 1 for g in multi),
+        near_blank=sum(
+            r.pixel_sha256 != "" and r.pixel_std < config.near_blank_std for r in records
+        ),
+    )
+
+
+def clean_train(records: Sequence[ImageRecord], config: CleaningConfig) -> CleaningReport:
+    """Decide which training images to keep.
+
+    Rules, in order: drop unreadable and near-blank images; drop every member of a group whose
+    copies carry different labels; drop images whose pixels occur in test; of the remaining
+    identical images keep the first (by path).
+
+    Args:
+        records: the dataset's manifest rows (all splits).
+        config: thresholds.
+
+    Returns:
+        The report; ``removed`` maps each reason to the removed paths.
+    """
+    groups = _groups(records)
+    test_pixels = {r.pixel_sha256 for r in records if r.split == "test" and r.pixel_sha256}
+    conflicting = {sha for sha, g in groups.items() if len({r.label for r in g}) > 1}
+    removed: dict[str, list[str]] = {reason: [] for reason in REASONS}
+    kept_pixels: set[str] = set()
+    train = sorted((r for r in records if r.split == "train"), key=lambda r: r.relpath)
+    for record in train:
+        if not record.pixel_sha256:
+            reason = "unreadable"
+        elif record.pixel_std < config.near_blank_std:
+            reason = "near_blank"
+        elif record.pixel_sha256 in conflicting:
+            reason = "label_conflict"
+        elif record.pixel_sha256 in test_pixels:
+            reason = "in_test"
+        elif record.pixel_sha256 in kept_pixels:
+            reason = "duplicate"
+        else:
+            kept_pixels.add(record.pixel_sha256)
+            continue
+        removed[reason].append(record.relpath)
+    report = CleaningReport(
+        stats=duplicate_stats(records, config),
+        train_before=len(train),
+        train_after=len(kept_pixels),
+        removed=removed,
+    )
+    logger.info(
+        "cleaning kept %d of %d training images; removed %s",
+        report.train_after,
+        report.train_before,
+        report.removed_counts,
+    )
+    return report
+
+
+def write_cleaning(report: CleaningReport, path: Path) -> None:
+    """Store the report (with every removed path) as JSON.
+
+    Args:
+        report: the cleaning report.
+        path: destination, normally ``<home>/datasets/<fingerprint>/cleaning.json``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report.model_dump(), indent=1))
+    tmp.replace(path)
+
+
+def cleaned_train_arrays(
+    ref: DatasetRef, home: Path, config: CleaningConfig
+) -> tuple[np.ndarray, np.ndarray, CleaningReport]:
+    """The training split as the model may see it: cleaned by :func:`clean_train`.
+
+    The report (with every removed path) is also written beside the dataset's manifest.
+
+    Args:
+        ref: the dataset.
+        home: platform home (array cache, dataset folder).
+        config: cleaning thresholds.
+
+    Returns:
+        ``(x, y, report)``: kept images and labels, and what was removed and why.
+    """
+    records = read_manifest(ref.manifest_path)
+    report = clean_train(records, config)
+    x, y = load_split(ref, "train", arrays_dir(home))
+    # load_split's rows are the manifest's train rows of known classes, in manifest order.
+    rows = [r.relpath for r in records if r.split == "train" and r.label in CLASSES]
+    if len(rows) != len(y):
+        raise DatasetError(
+            f"array cache of {ref.fingerprint[:12]} does not match its manifest; "
+            f"delete {arrays_dir(home) / ref.fingerprint} and run retrain again"
+        )
+    dropped = {path for paths in report.removed.values() for path in paths}
+    keep = np.fromiter((path not in dropped for path in rows), dtype=bool, count=len(rows))
+    write_cleaning(report, ref.manifest_path.with_name(CLEANING_FILE))
+    return x[keep], y[keep], report
