@@ -134,21 +134,27 @@ def list_images(root: Path) -> list[FileEntry]:
     Returns:
         Entries sorted by (split, label, relative path).
     """
-    entries: list[FileEntry] = []
-    for split, split_dir in _split_dirs(root).items():
-        for class_dir in _subdirs(split_dir):
-            label = class_dir.name.lower()
-            prefix = f"{split_dir.name}/{class_dir.name}/"
-            with os.scandir(class_dir) as items:
-                for item in items:
-                    if os.path.splitext(item.name)[1].lower() in IMAGE_SUFFIXES and item.is_file():
-                        stat = item.stat()
-                        entries.append(
-                            FileEntry(
-                                split, label, prefix + item.name, stat.st_size, stat.st_mtime_ns
-                            )
-                        )
+    entries = [
+        entry
+        for split, split_dir in _split_dirs(root).items()
+        for class_dir in _subdirs(split_dir)
+        for entry in _list_folder(split, split_dir, class_dir)
+    ]
     entries.sort()  # tuple order: (split, label, relpath)
+    return entries
+
+
+def _list_folder(split: str, split_dir: Path, class_dir: Path) -> list[FileEntry]:
+    label = class_dir.name.lower()
+    prefix = f"{split_dir.name}/{class_dir.name}/"
+    entries = []
+    with os.scandir(class_dir) as items:
+        for item in items:
+            if os.path.splitext(item.name)[1].lower() in IMAGE_SUFFIXES and item.is_file():
+                stat = item.stat()
+                entries.append(
+                    FileEntry(split, label, prefix + item.name, stat.st_size, stat.st_mtime_ns)
+                )
     return entries
 
 
@@ -226,7 +232,7 @@ def _describe_chunk(
                 image.shape[1],
                 image.shape[0],
                 mode,
-                sha256(gray.tobytes()).hexdigest(),
+                sha256(np.ascontiguousarray(gray)).hexdigest(),
                 round(pixel_std, 3),
             )
         )
