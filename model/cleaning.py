@@ -1,29 +1,25 @@
 """Cleaning the training split: never train on a test image, a duplicate or a blank frame.
 
-Identity is the hash of the decoded 48x48 gray pixels (``ImageRecord.pixel_sha256``), so the
-same picture saved twice, or in two formats, is one image. Test is never changed: it is the
+Identity is the hash of the decoded 48x48 gray pixels (from the array cache, not the files), so
+the same picture saved twice, or in two formats, is one image. Test is never changed: it is the
 yardstick every model is measured with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.dataset import (
-    CLASSES,
-    DatasetRef,
-    ImageRecord,
-    arrays_dir,
-    load_split,
-    read_manifest,
-)
+from model.dataset import CLASSES, SPLITS, DatasetRef, arrays_dir, load_split, read_manifest
 from model.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -32,6 +28,55 @@ CLEANING_FILE = "cleaning.json"
 
 #: Why a training image was left out, in the order the rules are applied.
 REASONS = ("unreadable", "near_blank", "label_conflict", "in_test", "duplicate")
+
+
+class PixelRecord(NamedTuple):
+    """One decoded image: where it is, its label, and facts about its pixels."""
+
+    split: str
+    label: str
+    relpath: str
+    pixel_sha256: str
+    pixel_std: float
+
+
+def pixel_records(ref: DatasetRef, home: Path) -> list[PixelRecord]:
+    """Hash and measure the decoded pixels of every image of a known class, both splits.
+
+    Args:
+        ref: the dataset.
+        home: platform home (array cache).
+
+    Returns:
+        One record per image, in manifest order.
+
+    Raises:
+        DatasetError: if the array cache does not match the manifest.
+    """
+    records = read_manifest(ref.manifest_path)
+    result: list[PixelRecord] = []
+    for split in SPLITS:
+        x, _ = load_split(ref, split, arrays_dir(home))
+        rows = [r for r in records if r.split == split and r.label in CLASSES]
+        if len(rows) != len(x):
+            raise DatasetError(
+                f"array cache of {ref.fingerprint[:12]} does not match its manifest; "
+                f"delete {arrays_dir(home) / ref.fingerprint} and run retrain again"
+            )
+        for record, image in zip(rows, x, strict=True):
+            pixels = np.ascontiguousarray(image)
+            std = float(cv2.meanStdDev(pixels)[1][0, 0])
+            unreadable = record.mode == "unreadable"
+            result.append(
+                PixelRecord(
+                    split,
+                    record.label,
+                    record.relpath,
+                    "" if unreadable else hashlib.sha256(pixels).hexdigest(),
+                    0.0 if unreadable else std,
+                )
+            )
+    return result
 
 
 class CleaningConfig(BaseModel):
@@ -73,15 +118,15 @@ class CleaningReport(BaseModel):
         return {reason: len(paths) for reason, paths in self.removed.items()}
 
 
-def _groups(records: Sequence[ImageRecord]) -> dict[str, list[ImageRecord]]:
-    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+def _groups(records: Sequence[PixelRecord]) -> dict[str, list[PixelRecord]]:
+    groups: dict[str, list[PixelRecord]] = defaultdict(list)
     for record in records:
         if record.pixel_sha256:
             groups[record.pixel_sha256].append(record)
     return groups
 
 
-def duplicate_stats(records: Sequence[ImageRecord], config: CleaningConfig) -> DuplicateStats:
+def duplicate_stats(records: Sequence[PixelRecord], config: CleaningConfig) -> DuplicateStats:
     """Count identical-pixel groups, train/test leakage, label conflicts and blank images.
 
     Args:
@@ -105,7 +150,7 @@ def duplicate_stats(records: Sequence[ImageRecord], config: CleaningConfig) -> D
     )
 
 
-def clean_train(records: Sequence[ImageRecord], config: CleaningConfig) -> CleaningReport:
+def clean_train(records: Sequence[PixelRecord], config: CleaningConfig) -> CleaningReport:
     """Decide which training images to keep.
 
     Rules, in order: drop unreadable and near-blank images; drop every member of a group whose
@@ -183,16 +228,11 @@ def cleaned_train_arrays(
     Returns:
         ``(x, y, report)``: kept images and labels, and what was removed and why.
     """
-    records = read_manifest(ref.manifest_path)
+    records = pixel_records(ref, home)
     report = clean_train(records, config)
     x, y = load_split(ref, "train", arrays_dir(home))
     # load_split's rows are the manifest's train rows of known classes, in manifest order.
-    rows = [r.relpath for r in records if r.split == "train" and r.label in CLASSES]
-    if len(rows) != len(y):
-        raise DatasetError(
-            f"array cache of {ref.fingerprint[:12]} does not match its manifest; "
-            f"delete {arrays_dir(home) / ref.fingerprint} and run retrain again"
-        )
+    rows = [r.relpath for r in records if r.split == "train"]
     dropped = {path for paths in report.removed.values() for path in paths}
     keep = np.fromiter((path not in dropped for path in rows), dtype=bool, count=len(rows))
     write_cleaning(report, ref.manifest_path.with_name(CLEANING_FILE))

@@ -28,8 +28,7 @@ CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad
 SPLITS: tuple[str, ...] = ("train", "test")
 IMAGE_SIZE = 48
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-# v2 added the decoded pixels' hash and standard deviation (duplicates, near-blank images).
-MANIFEST_NAME = "manifest-v2.csv"
+MANIFEST_NAME = "manifest.csv"
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,6 @@ class ImageRecord:
     width: int
     height: int
     mode: str
-    pixel_sha256: str = ""
-    pixel_std: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,27 +131,21 @@ def list_images(root: Path) -> list[FileEntry]:
     Returns:
         Entries sorted by (split, label, relative path).
     """
-    entries = [
-        entry
-        for split, split_dir in _split_dirs(root).items()
-        for class_dir in _subdirs(split_dir)
-        for entry in _list_folder(split, split_dir, class_dir)
-    ]
+    entries: list[FileEntry] = []
+    for split, split_dir in _split_dirs(root).items():
+        for class_dir in _subdirs(split_dir):
+            label = class_dir.name.lower()
+            prefix = f"{split_dir.name}/{class_dir.name}/"
+            with os.scandir(class_dir) as items:
+                for item in items:
+                    if os.path.splitext(item.name)[1].lower() in IMAGE_SUFFIXES and item.is_file():
+                        stat = item.stat()
+                        entries.append(
+                            FileEntry(
+                                split, label, prefix + item.name, stat.st_size, stat.st_mtime_ns
+                            )
+                        )
     entries.sort()  # tuple order: (split, label, relpath)
-    return entries
-
-
-def _list_folder(split: str, split_dir: Path, class_dir: Path) -> list[FileEntry]:
-    label = class_dir.name.lower()
-    prefix = f"{split_dir.name}/{class_dir.name}/"
-    entries = []
-    with os.scandir(class_dir) as items:
-        for item in items:
-            if os.path.splitext(item.name)[1].lower() in IMAGE_SUFFIXES and item.is_file():
-                stat = item.stat()
-                entries.append(
-                    FileEntry(split, label, prefix + item.name, stat.st_size, stat.st_mtime_ns)
-                )
     return entries
 
 
@@ -194,14 +185,14 @@ def _read_file(path: str, size: int) -> bytes:
 
 def _describe_chunk(
     root: str, files: list[tuple[str, int]], size: int, out_path: str, offset: int
-) -> list[tuple[str, int, int, int, str, str, float]]:
+) -> list[tuple[str, int, int, int, str]]:
     """Read, hash and decode a chunk of files (runs in a worker process).
 
     Pixels go straight into rows ``offset:offset + len(files)`` of the ``.npy`` memory map at
     ``out_path`` (shared with the parent, so the arrays are never pickled between processes).
 
     Returns:
-        Per file: (sha256, bytes, width, height, mode, pixel sha256, pixel std).
+        Per file: (sha256, bytes, width, height, mode).
     """
     import cv2
 
@@ -209,33 +200,22 @@ def _describe_chunk(
     pixels = np.load(out_path, mmap_mode="r+")
     # Hot loop over ~1.5 KB files: bound names and a fast path for 48x48 gray JPEGs.
     imdecode, frombuffer, sha256, uint8 = cv2.imdecode, np.frombuffer, hashlib.sha256, np.uint8
-    facts: list[tuple[str, int, int, int, str, str, float]] = []
+    facts: list[tuple[str, int, int, int, str]] = []
     for index, (relpath, nbytes) in enumerate(files, start=offset):
         data = _read_file(f"{root}/{relpath}", nbytes)
         digest = sha256(data).hexdigest()
         image = imdecode(frombuffer(data, uint8), cv2.IMREAD_UNCHANGED)
         if image is None or image.size == 0:
             # Recorded, not raised: the data-quality suite reports every bad file at once.
-            facts.append((digest, len(data), 0, 0, "unreadable", "", 0.0))
+            facts.append((digest, len(data), 0, 0, "unreadable"))
             continue
         channels = 1 if image.ndim == 2 else image.shape[2]
         mode = "I;16" if image.dtype == np.uint16 else _MODES.get(channels, f"{channels}ch")
-        gray = image if mode == "L" and image.shape == (size, size) else _to_gray48(image, size)
-        pixels[index, :, :, 0] = gray
-        # Facts about the decoded 48x48 pixels: equal hashes are the same picture whatever the
-        # file format; a tiny standard deviation is a blank frame.
-        pixel_std = float(cv2.meanStdDev(gray)[1][0, 0])
-        facts.append(
-            (
-                digest,
-                len(data),
-                image.shape[1],
-                image.shape[0],
-                mode,
-                sha256(np.ascontiguousarray(gray)).hexdigest(),
-                round(pixel_std, 3),
-            )
-        )
+        facts.append((digest, len(data), image.shape[1], image.shape[0], mode))
+        if mode == "L" and image.shape == (size, size):
+            pixels[index, :, :, 0] = image
+        else:
+            pixels[index, :, :, 0] = _to_gray48(image, size)
     pixels.flush()
     return facts
 
@@ -324,8 +304,8 @@ def decode_into(
             progress = tqdm(futures, desc="decode", unit="chunk", disable=None, leave=False)
             facts = [fact for future in progress for fact in future.result()]
     return [
-        ImageRecord(e.split, e.label, e.relpath, *fact)
-        for e, fact in zip(entries, facts, strict=True)
+        ImageRecord(e.split, e.label, e.relpath, sha, nbytes, width, height, mode)
+        for e, (sha, nbytes, width, height, mode) in zip(entries, facts, strict=True)
     ]
 
 
@@ -395,18 +375,7 @@ def write_manifest(records: Sequence[ImageRecord], path: Path) -> None:
         writer.writerow([f.name for f in fields(ImageRecord)])
         # Plain tuples: dataclasses.astuple deep-copies and is ~10x slower on 32k rows.
         writer.writerows(
-            (
-                r.split,
-                r.label,
-                r.relpath,
-                r.sha256,
-                r.bytes,
-                r.width,
-                r.height,
-                r.mode,
-                r.pixel_sha256,
-                r.pixel_std,
-            )
+            (r.split, r.label, r.relpath, r.sha256, r.bytes, r.width, r.height, r.mode)
             for r in records
         )
     os.replace(handle.name, path)
@@ -432,8 +401,6 @@ def read_manifest(path: Path) -> list[ImageRecord]:
                 width=int(row["width"]),
                 height=int(row["height"]),
                 mode=row["mode"],
-                pixel_sha256=row["pixel_sha256"],
-                pixel_std=float(row["pixel_std"]),
             )
             for row in csv.DictReader(handle)
         ]

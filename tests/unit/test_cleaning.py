@@ -9,17 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.cleaning import CleaningConfig, clean_train, cleaned_train_arrays, duplicate_stats
-from model.dataset import ImageRecord, arrays_dir, index_dataset, load_split
+from model.cleaning import (
+    CleaningConfig,
+    PixelRecord,
+    clean_train,
+    cleaned_train_arrays,
+    duplicate_stats,
+)
+from model.dataset import arrays_dir, index_dataset, load_split
 from tests.unit.helpers import write_fer_tree
 
 pytestmark = pytest.mark.unit
 
 
-def _record(split: str, label: str, name: str, pixels: str, std: float = 20.0) -> ImageRecord:
-    return ImageRecord(
-        split, label, f"{split}/{label}/{name}", "f" * 64, 100, 48, 48, "L", pixels, std
-    )
+def _record(split: str, label: str, name: str, pixels: str, std: float = 20.0) -> PixelRecord:
+    return PixelRecord(split, label, f"{split}/{label}/{name}", pixels, std)
 
 
 def test_rules_and_raw_figures() -> None:
