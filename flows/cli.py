@@ -7,15 +7,20 @@ import os
 import signal
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from model.errors import FerError, ServiceError
+from model.errors import ConfigError, FerError, ServiceError
 from model.gate import GateConfig
 from model.network import NetworkConfig
 from model.settings import Settings, get_settings
 from model.train import TrainConfig
+
+if TYPE_CHECKING:
+    from validation.config import QualityConfig
+    from validation.report import QualityReport
 
 app = typer.Typer(
     help="FER platform: train, gate, publish and serve a facial-emotion classifier.",
@@ -44,6 +49,37 @@ Dataset = Annotated[
     str | None,
     typer.Option(help="Dataset source (folder in FER layout); default: the FER_DATASET setting."),
 ]
+QualityConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--quality-config",
+        help="JSON file of data-quality bounds (QualityConfig fields, see the README); "
+        "default: the documented defaults, set for the full FER2013.",
+        dir_okay=False,
+    ),
+]
+
+
+def _quality_config(path: Path | None) -> QualityConfig:
+    """Read the data-quality bounds from a JSON file, or return the defaults."""
+    import pydantic
+
+    from validation.config import QualityConfig
+
+    if path is None:
+        return QualityConfig()
+    try:
+        return QualityConfig.model_validate_json(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read --quality-config {path}: {error.strerror}") from error
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(
+            f"--quality-config {path} is not a valid QualityConfig ({problems}); "
+            "see the README's data-quality section for the fields"
+        ) from error
 
 
 @app.callback()
@@ -61,6 +97,8 @@ def main(
     # Ship the library's own log lines (epochs, data checks) to the Prefect UI with each run;
     # read when prefect is first imported, which the commands do lazily after this.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "model,validation,infra")
+    # The same loggers also run outside flow runs (`fer data validate`): log locally there.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _clear_errors(command: F) -> F:
@@ -132,7 +170,11 @@ def _check_prefect(settings: Settings) -> None:
 
 
 def run_retrain(
-    settings: Settings, dataset: str | None, train_config: TrainConfig, gate_config: GateConfig
+    settings: Settings,
+    dataset: str | None,
+    train_config: TrainConfig,
+    gate_config: GateConfig,
+    quality_config: QualityConfig | None = None,
 ) -> str:
     """Run the retrain flow against the configured Prefect server.
 
@@ -141,6 +183,7 @@ def run_retrain(
         dataset: dataset source, or None for the ``FER_DATASET`` setting.
         train_config: hyperparameters.
         gate_config: promotion criteria.
+        quality_config: data-quality bounds; None for the defaults.
 
     Returns:
         The promoted version.
@@ -155,7 +198,11 @@ def run_retrain(
 
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         state = retrain(
-            dataset=dataset, train_config=train_config, gate_config=gate_config, return_state=True
+            dataset=dataset,
+            train_config=train_config,
+            gate_config=gate_config,
+            quality_config=quality_config or _quality_config(None),
+            return_state=True,
         )
     # Re-raises the exception that failed the run (GateFailed, DataQualityError, ...).
     return str(state.result())
@@ -180,6 +227,7 @@ def retrain(
     learning_rate: LearningRate = TrainConfig.model_fields["learning_rate"].default,
     seed: Seed = TrainConfig.model_fields["seed"].default,
     min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+    quality_config: QualityConfigFile = None,
 ) -> None:
     """Run the retrain flow once: acquire, validate, train, evaluate, gate, publish, promote."""
     settings = get_settings()
@@ -188,6 +236,7 @@ def retrain(
         dataset,
         _train_config(epochs, batch_size, learning_rate, seed),
         GateConfig(min_accuracy=min_accuracy),
+        _quality_config(quality_config),
     )
     typer.echo(f"promoted model version {version}")
 
@@ -243,10 +292,12 @@ def up(
     epochs: Epochs = TrainConfig.model_fields["epochs"].default,
     batch_size: BatchSize = TrainConfig.model_fields["batch_size"].default,
     min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+    quality_config: QualityConfigFile = None,
 ) -> None:
     """The main job: start the services, run retrain once, then serve the champion."""
     from infra.services import services_up
 
+    quality = _quality_config(quality_config)
     settings = get_settings()
     services_up(settings)
     typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")
@@ -257,7 +308,9 @@ def up(
         TrainConfig.model_fields["seed"].default,
     )
     try:
-        version = run_retrain(settings, dataset, config, GateConfig(min_accuracy=min_accuracy))
+        version = run_retrain(
+            settings, dataset, config, GateConfig(min_accuracy=min_accuracy), quality
+        )
         typer.echo(f"promoted model version {version}")
     except FerError as error:
         # A failed run leaves the previous champion in place: keep serving it if there is one.
@@ -330,3 +383,53 @@ def data_push(
         f"pushed {uploaded} files to {uri} (fingerprint {ref.fingerprint}); "
         f"use FER_DATASET={uri}/ to train from it"
     )
+
+
+def _print_quality(report: QualityReport) -> None:
+    typer.echo(f"{'class':<10}{'train':>8}{'test':>8}{'train %':>9}{'test %':>8}")
+    for row in report.classes:
+        counts = [("-" if row[k] is None else f"{row[k]:,}") for k in ("train", "test")]
+        shares = [
+            ("-" if row[k] is None else f"{row[k]:.1%}") for k in ("train share", "test share")
+        ]
+        typer.echo(f"{row['class']:<10}{counts[0]:>8}{counts[1]:>8}{shares[0]:>9}{shares[1]:>8}")
+    summary = report.summary
+    typer.echo(
+        f"{'total':<10}{summary['train_images']:>8,}{summary['test_images']:>8,}\n"
+        f"imbalance ratio {summary['imbalance_ratio'] or '-'}; duplicates: "
+        f"{summary['duplicate_groups']:,} groups ({summary['extra_copies']:,} extra copies); "
+        f"leaked test images {summary['leaked_test_images']:,}; "
+        f"near-blank {summary['near_blank_images']:,}; "
+        f"train after cleaning {summary['train_after_cleaning']:,}"
+    )
+    passed = sum(o.success for o in report.outcomes)
+    typer.echo(f"{passed} of {len(report.outcomes)} checks passed")
+    for outcome in report.critical_failures + report.warnings:
+        color = typer.colors.RED if outcome.severity == "critical" else typer.colors.YELLOW
+        typer.secho(f"{outcome.severity.upper():<8} {outcome.message}", fg=color)
+
+
+@data_app.command("validate")
+@_clear_errors
+def data_validate(source: SourceArgument, quality_config: QualityConfigFile = None) -> None:
+    """Run the data-quality checks on a dataset; exit 1 if a critical check fails.
+
+    Prints the images per class, every failed check and where the HTML report is.
+    """
+    from datetime import UTC, datetime
+
+    from model.sources import acquire_dataset
+    from validation.run import validate_ref
+
+    config = _quality_config(quality_config)
+    settings = get_settings()
+    ref = acquire_dataset(source, settings)
+    run_name = f"validate-{ref.fingerprint[:12]}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    report = validate_ref(ref, settings.home_dir, run_name, config)
+    _print_quality(report)
+    typer.echo(f"report: {report.index}")
+    if not report.success:
+        names = ", ".join(o.name for o in report.critical_failures)
+        typer.secho(f"FAILED critical check(s): {names}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo("data quality passed")

@@ -13,6 +13,7 @@ from tasks.gate import check_gate_task
 from tasks.publish import promote_version_task, publish_model_task
 from tasks.train import train_model_task
 from tasks.validate import validate_dataset_task
+from validation.config import QualityConfig
 
 
 @flow(name="retrain", log_prints=True)
@@ -20,6 +21,7 @@ def retrain(
     dataset: str | None = None,
     train_config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen, shown in the Prefect UI
     gate_config: GateConfig = GateConfig(),  # noqa: B008
+    quality_config: QualityConfig = QualityConfig(),  # noqa: B008
 ) -> str:
     """Train a challenger on the dataset and promote it when it passes the gate.
 
@@ -27,13 +29,14 @@ def retrain(
         dataset: dataset source; defaults to the ``FER_DATASET`` setting.
         train_config: hyperparameters.
         gate_config: promotion criteria.
+        quality_config: data-quality bounds; a critical failure ends the run before training.
 
     Returns:
         The promoted model version. A failed data check or gate fails the run and
         leaves the champion untouched.
     """
     ref = acquire_dataset_task(dataset or get_settings().dataset)
-    validate_dataset_task(ref)
+    validate_dataset_task(ref, quality_config, train_config.cleaning)
     trained = train_model_task(ref, train_config)
     metrics = evaluate_model_task(trained, ref)
     check_gate_task(metrics, gate_config)

@@ -66,7 +66,7 @@ def pixel_records(ref: DatasetRef, home: Path) -> list[PixelRecord]:
         for record, image in zip(rows, x, strict=True):
             pixels = np.ascontiguousarray(image)
             std = float(cv2.meanStdDev(pixels)[1][0, 0])
-            unreadable = record.mode == "unreadable"
+            unreadable = not record.decodes
             result.append(
                 PixelRecord(
                     split,

@@ -29,6 +29,9 @@ SPLITS: tuple[str, ...] = ("train", "test")
 IMAGE_SIZE = 48
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 MANIFEST_NAME = "manifest.csv"
+#: Manifest ``mode`` of files that do not decode: not an image at all, or cut short (a
+#: decoder fills the missing part of a truncated JPEG with gray and only warns).
+UNDECODABLE_MODES: tuple[str, ...] = ("unreadable", "truncated")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class ImageRecord:
     width: int
     height: int
     mode: str
+
+    @property
+    def decodes(self) -> bool:
+        """True when the file decodes completely into an image."""
+        return self.mode not in UNDECODABLE_MODES
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,22 @@ def find_layout_root(folder: Path) -> Path:
     )
 
 
+def class_folders(root: Path) -> set[tuple[str, str]]:
+    """The (split, class) folders under ``root``, empty ones included, names in lower case.
+
+    Args:
+        root: folder holding the split folders.
+
+    Returns:
+        One pair per class folder.
+    """
+    return {
+        (split, class_dir.name.lower())
+        for split, split_dir in _split_dirs(root).items()
+        for class_dir in _subdirs(split_dir)
+    }
+
+
 def list_images(root: Path) -> list[FileEntry]:
     """List every image file under ``root``'s split folders, with size and modification time.
 
@@ -183,6 +207,21 @@ def _read_file(path: str, size: int) -> bytes:
         os.close(fd)
 
 
+def _is_complete(data: bytes) -> bool:
+    """Tell whether an image file is whole: False when it was cut short.
+
+    A JPEG needs an end-of-image marker after its last scan, a PNG its IEND chunk; a partial
+    download or copy has neither, yet decoders fill the rest with gray and only warn.
+    """
+    if data.startswith(b"\xff\xd8"):
+        # Markers cannot occur inside entropy-coded data (0xFF is stuffed), so the last SOS is
+        # the main image's last scan; an EXIF thumbnail's EOI comes before it, trailers after.
+        return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda")
+    if data.startswith(b"\x89PNG"):
+        return data.rfind(b"IEND") > 0
+    return True
+
+
 def _describe_chunk(
     root: str, files: list[tuple[str, int]], size: int, out_path: str, offset: int
 ) -> list[tuple[str, int, int, int, str]]:
@@ -208,6 +247,9 @@ def _describe_chunk(
         if image is None or image.size == 0:
             # Recorded, not raised: the data-quality suite reports every bad file at once.
             facts.append((digest, len(data), 0, 0, "unreadable"))
+            continue
+        if not _is_complete(data):
+            facts.append((digest, len(data), image.shape[1], image.shape[0], "truncated"))
             continue
         channels = 1 if image.ndim == 2 else image.shape[2]
         mode = "I;16" if image.dtype == np.uint16 else _MODES.get(channels, f"{channels}ch")

@@ -1,46 +1,110 @@
-"""Run the data-quality suites on an indexed dataset and turn failures into one error."""
+"""Validate an indexed dataset end to end: profile, GX suites, cleaning plan, report folder."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import logging
+from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
-
-from model.dataset import CLASSES, IMAGE_SIZE, SPLITS, DatasetRef, read_manifest
+from model.cleaning import CLEANING_FILE, CleaningConfig, pixel_records, write_cleaning
+from model.dataset import DatasetRef, read_manifest
 from model.errors import DataQualityError
-from validation.suite import QualityReport, validate_dataset
+from validation.config import QualityConfig
+from validation.profile import profile_dataset
+from validation.report import QualityReport, class_rows, plain_summary, write_report
+from validation.suite import run_suites
+
+logger = logging.getLogger(__name__)
 
 
-def validate_ref(ref: DatasetRef, context_dir: Path, run_name: str) -> QualityReport:
-    """Validate a dataset's manifest with the GX suites and build Data Docs.
+def reports_dir(home: Path) -> Path:
+    """Where report folders are written, one ``<run name>/`` each."""
+    return home / "reports"
+
+
+def validate_ref(
+    ref: DatasetRef,
+    home: Path,
+    run_name: str,
+    config: QualityConfig | None = None,
+    cleaning: CleaningConfig | None = None,
+) -> QualityReport:
+    """Profile a dataset, run the GX suites and write the report folder.
+
+    The cleaning plan (what training will leave out, with every path) is written beside the
+    dataset's manifest, so the report and the model's lineage point at the same file.
 
     Args:
         ref: the indexed dataset.
-        context_dir: root of the GX file data context.
-        run_name: name of this validation run in Data Docs.
+        home: platform home (array cache, GX context under ``gx/``, reports).
+        run_name: name of this validation run (Data Docs, report folder).
+        config: bounds; defaults to :class:`QualityConfig`'s.
+        cleaning: cleaning thresholds, the same ones training uses.
 
     Returns:
-        The report (successful or not).
+        The report (successful or not); ``report_dir`` is ``<home>/reports/<run_name>``.
     """
-    manifest = pd.DataFrame([asdict(record) for record in read_manifest(ref.manifest_path)])
-    return validate_dataset(manifest, CLASSES, SPLITS, context_dir, run_name, IMAGE_SIZE)
+    config = config or QualityConfig()
+    cleaning = cleaning or CleaningConfig()
+    records = read_manifest(ref.manifest_path)
+    profile = profile_dataset(ref.root, records, pixel_records(ref, home), cleaning)
+    cleaning_path = ref.manifest_path.with_name(CLEANING_FILE)
+    write_cleaning(profile.cleaning, cleaning_path)
+    suites = run_suites(profile, config, home / "gx", run_name)
+    report = QualityReport(
+        run_name=run_name,
+        fingerprint=ref.fingerprint,
+        root=str(ref.root),
+        outcomes=suites.outcomes,
+        classes=class_rows(profile.classes),
+        summary=plain_summary(profile.summary),
+        cleaning_path=cleaning_path,
+    )
+    out = reports_dir(home) / _safe_name(run_name)
+    write_report(report, out, suites.docs_index, suites.pages)
+    report = replace(report, report_dir=out)
+    _log(report)
+    return report
 
 
-def raise_on_failure(report: QualityReport, ref: DatasetRef) -> None:
-    """Raise one error listing every failed critical expectation.
+def _safe_name(run_name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in run_name) or "run"
+
+
+def _log(report: QualityReport) -> None:
+    for outcome in report.warnings:
+        logger.warning("data-quality warning %s", outcome.message)
+    for outcome in report.critical_failures:
+        logger.error("data-quality failure %s", outcome.message)
+    logger.info(
+        "data quality of %s: %s (%d checks, %d critical failures, %d warnings); report %s",
+        report.fingerprint[:12],
+        "passed" if report.success else "FAILED",
+        len(report.outcomes),
+        len(report.critical_failures),
+        len(report.warnings),
+        report.index,
+    )
+
+
+def raise_on_failure(report: QualityReport, location: str | None = None) -> None:
+    """Raise one error naming every failed critical check.
 
     Args:
         report: the validation report.
-        ref: the dataset it is about (named in the message).
+        location: where the report can be read (store URI); defaults to the local folder.
 
     Raises:
-        DataQualityError: if any expectation failed.
+        DataQualityError: if any critical check failed; the message starts with the names of
+            the failed checks, then each one's details.
     """
-    if not report.success:
-        docs = f"; Data Docs: {report.docs_index}" if report.docs_index else ""
-        raise DataQualityError(
-            f"dataset {ref.root} failed {len(report.failures)} data-quality check(s): "
-            + "; ".join(report.failures)
-            + docs
-        )
+    failed = report.critical_failures
+    if not failed:
+        return
+    names = ", ".join(o.name for o in failed)
+    where = location or (str(report.index) if report.index else "")
+    raise DataQualityError(
+        f"dataset {report.root} failed critical data-quality check(s) {names}: "
+        + "; ".join(o.message for o in failed)
+        + (f"; report: {where}" if where else "")
+    )

@@ -1,158 +1,219 @@
-"""Great Expectations data-quality suites for an image dataset in FER2013 layout.
+"""Great Expectations suites over a dataset's profile tables, with two severities.
 
-GX has no image type, so the dataset is validated through two DataFrames derived from the
-per-image manifest (one row per image: ``split``, ``label``, ``relpath``, ``sha256``,
-``bytes``, ``width``, ``height``, ``mode``):
-
-* the *counts* table (:func:`count_table`): one row per (split, class) folder, checked for
-  unexpected class folders, empty or missing classes and unexpected or missing splits;
-* the manifest itself: checked for a non-empty dataset, the image size and grayscale mode.
-
-Both run in a GX *file* data context through checkpoints that also update the local Data
-Docs site. ``great_expectations`` is imported lazily inside :func:`validate_dataset`: its
-import takes seconds and the serving path must not pay for it.
+Each check is a GX 1.x expectation with a stable name (its ``meta["name"]``), a severity
+(GX's own ``severity``: *critical* fails the run, *warning* only reports) and a description
+that Data Docs shows. One checkpoint validates the three tables of
+:class:`validation.profile.DatasetProfile` and updates the local Data Docs site of a GX *file*
+data context. ``great_expectations`` is imported inside :func:`run_suites` only: its import
+takes seconds and the serving path must not pay for it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pandas as pd
 
+from validation.config import QualityConfig
+from validation.profile import DatasetProfile
+
 logger = logging.getLogger(__name__)
 
-#: Columns a manifest must have (an empty manifest may have none of them).
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "split",
-    "label",
-    "relpath",
-    "sha256",
-    "bytes",
-    "width",
-    "height",
-    "mode",
-)
-#: PIL modes accepted as grayscale.
-GRAYSCALE_MODES: tuple[str, ...] = ("L",)
-#: Number of example paths or folders quoted in one failure line.
+Severity = Literal["critical", "warning"]
+Table = Literal["images", "classes", "summary"]
+
+#: Number of example paths or classes quoted in one failure line.
 MAX_EXAMPLES = 5
 
 _DATASOURCE = "fer_dataset"
-_COUNTS = "fer_counts"
-_IMAGES = "fer_images"
 _BATCH = "whole_dataframe"
-_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
-_INT_COLUMNS = frozenset({"bytes", "width", "height"})
+_SUITE_PREFIX = "fer_"
 
 
 @dataclass(frozen=True)
-class QualityReport:
-    """Outcome of :func:`validate_dataset`.
+class Check:
+    """One expectation, before GX is imported.
 
     Attributes:
-        success: True when every expectation passed.
-        failures: One human-readable line per failed expectation: what is wrong, examples,
-            and what to do about it.
-        evaluated: Number of expectations evaluated.
-        docs_index: Path to the built Data Docs ``index.html``, or None if it was not built.
+        name: stable identifier, quoted in failure messages and state messages.
+        table: which profile table it validates.
+        severity: ``critical`` fails the run; ``warning`` is only reported.
+        expectation: class name under ``great_expectations.expectations``.
+        kwargs: the expectation's arguments.
+        description: what it asks, in words (shown in Data Docs).
     """
 
+    name: str
+    table: Table
+    severity: Severity
+    expectation: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one check.
+
+    Attributes:
+        name: the check's name.
+        severity: ``critical`` or ``warning``.
+        success: whether it passed.
+        observed: the observed value, in words.
+        message: for a failure, what is wrong, examples and the fix; empty when it passed.
+    """
+
+    name: str
+    severity: Severity
     success: bool
-    failures: tuple[str, ...]
-    evaluated: int
-    docs_index: Path | None
+    observed: str
+    message: str = ""
 
 
-def count_table(
-    manifest: pd.DataFrame, classes: Sequence[str], splits: Sequence[str]
-) -> pd.DataFrame:
-    """Count images per (split, class) folder.
+def _in_set(column: str, mostly: float = 1.0) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"column": column, "value_set": [False]}
+    if mostly < 1.0:
+        kwargs["mostly"] = mostly
+    return kwargs
+
+
+def build_checks(config: QualityConfig) -> list[Check]:
+    """The data-quality checks, with bounds from ``config``.
 
     Args:
-        manifest: One row per image with at least the ``split`` and ``label`` columns (an
-            empty manifest may have no columns at all).
-        classes: Expected class names.
-        splits: Expected split names.
+        config: the bounds.
 
     Returns:
-        One row per expected (split, label) pair, in ``splits`` x ``classes`` order and with
-        ``count`` 0 when absent, followed by one row per unexpected (split, label) pair found
-        in the manifest (sorted). Columns: ``split`` (str), ``label`` (str), ``count`` (int)
-        and ``expected`` (bool).
-
-    Raises:
-        ValueError: If a non-empty manifest lacks the ``split`` or ``label`` column.
+        Checks in report order.
     """
-    expected_splits = list(dict.fromkeys(str(s) for s in splits))
-    expected_classes = list(dict.fromkeys(str(c) for c in classes))
-    observed: dict[tuple[str, str], int] = {}
-    if len(manifest):
-        missing = [c for c in ("split", "label") if c not in manifest.columns]
-        if missing:
-            raise ValueError(f"manifest lacks column(s) {missing}")
-        keys = manifest[["split", "label"]].astype(str)
-        for (split, label), size in keys.groupby(["split", "label"], sort=True).size().items():
-            observed[(str(split), str(label))] = int(size)
+    size = config.image_size
+    c = config
+    return [
+        Check("images_not_empty", "images", "critical", "ExpectTableRowCountToBeBetween",
+              {"min_value": 1}, "The dataset holds at least one image."),
+        Check("images_decode", "images", "critical", "ExpectColumnValuesToBeInSet",
+              {"column": "decodes", "value_set": [True]},
+              "Every file decodes completely as an image (not truncated, not another format)."),
+        Check("image_width", "images", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "width", "min_value": size, "max_value": size},
+              f"Every image is {size} pixels wide."),
+        Check("image_height", "images", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "height", "min_value": size, "max_value": size},
+              f"Every image is {size} pixels high."),
+        Check("images_grayscale", "images", "warning", "ExpectColumnValuesToBeInSet",
+              {"column": "mode", "value_set": ["L"]},
+              "Every image is stored as 8-bit grayscale (others are converted when decoded)."),
+        Check("train_images", "summary", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "train_images", "min_value": c.min_train_images,
+               "max_value": c.max_images},
+              f"train/ holds {c.min_train_images:,} to {c.max_images:,} images."),
+        Check("test_images", "summary", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "test_images", "min_value": c.min_test_images,
+               "max_value": c.max_images},
+              f"test/ holds {c.min_test_images:,} to {c.max_images:,} images."),
+        Check("class_folders_known", "classes", "critical", "ExpectColumnValuesToBeInSet",
+              {"column": "expected", "value_set": [True]},
+              "Every class folder is one of the expected classes."),
+        Check("train_classes_present", "classes", "critical", "ExpectColumnValuesToBeInSet",
+              {"column": "train_present", "value_set": [True]},
+              "train/ has a folder for every class."),
+        Check("test_classes_present", "classes", "critical", "ExpectColumnValuesToBeInSet",
+              {"column": "test_present", "value_set": [True]},
+              "test/ has a folder for every class."),
+        Check("train_class_counts", "classes", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "train_count", "min_value": c.min_class_train_images},
+              f"Every train class has at least {c.min_class_train_images:,} images."),
+        Check("test_class_counts", "classes", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "test_count", "min_value": c.min_class_test_images},
+              f"Every test class has at least {c.min_class_test_images:,} images."),
+        Check("train_class_shares", "classes", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "train_share", "min_value": c.min_class_share,
+               "max_value": c.max_class_share},
+              f"Every class is {c.min_class_share:.1%} to {c.max_class_share:.0%} of train."),
+        Check("imbalance_ratio", "summary", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "imbalance_ratio", "max_value": c.max_imbalance_ratio},
+              f"The largest train class is at most {c.max_imbalance_ratio:g}x the smallest."),
+        Check("class_share_shift", "classes", "warning", "ExpectColumnValuesToBeBetween",
+              {"column": "share_shift", "max_value": c.share_shift_warning},
+              f"Each class's test share is within {c.share_shift_warning:.1%} of its train "
+              "share."),
+        Check("class_share_shift_bounded", "classes", "critical", "ExpectColumnValuesToBeBetween",
+              {"column": "share_shift", "max_value": c.share_shift_critical},
+              f"Each class's test share is within {c.share_shift_critical:.0%} of its train "
+              "share."),
+        Check("leakage_none", "images", "warning", "ExpectColumnValuesToBeInSet",
+              _in_set("leaked_from_train"),
+              "No test image's pixels occur in train (before cleaning)."),
+        Check("leakage_bounded", "images", "critical", "ExpectColumnValuesToBeInSet",
+              _in_set("leaked_from_train", 1 - c.max_leaked_test_fraction),
+              f"At most {c.max_leaked_test_fraction:.0%} of test images occur in train "
+              "(before cleaning); more means the source is broken."),
+        Check("cleaned_train_disjoint_from_test", "images", "critical",
+              "ExpectColumnValuesToBeInSet", _in_set("kept_in_test"),
+              "No training image kept by cleaning has pixels that occur in test."),
+        Check("copies_none", "images", "warning", "ExpectColumnValuesToBeInSet",
+              _in_set("repeats_earlier"), "No image repeats another image's pixels."),
+        Check("copies_bounded", "images", "critical", "ExpectColumnValuesToBeInSet",
+              _in_set("repeats_earlier", 1 - c.max_extra_copy_fraction),
+              f"At most {c.max_extra_copy_fraction:.0%} of images repeat another's pixels."),
+        Check("label_conflicts_none", "images", "warning", "ExpectColumnValuesToBeInSet",
+              _in_set("label_conflict"),
+              "No pixel-identical images carry different labels."),
+        Check("near_blank_none", "images", "warning", "ExpectColumnValuesToBeInSet",
+              _in_set("near_blank"), "No image is near-blank (cleaning drops them from train)."),
+        Check("near_blank_bounded", "images", "critical", "ExpectColumnValuesToBeInSet",
+              _in_set("near_blank", 1 - c.max_near_blank_fraction),
+              f"At most {c.max_near_blank_fraction:.1%} of images are near-blank."),
+    ]  # fmt: skip
 
-    rows: list[tuple[str, str, int, bool]] = [
-        (split, label, observed.get((split, label), 0), True)
-        for split in expected_splits
-        for label in expected_classes
-    ]
-    rows += [
-        (split, label, size, False)
-        for (split, label), size in sorted(observed.items())
-        if split not in expected_splits or label not in expected_classes
-    ]
-    table = pd.DataFrame(rows, columns=["split", "label", "count", "expected"])
-    return table.astype({"split": str, "label": str, "count": "int64", "expected": bool})
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """What :func:`run_suites` returns: outcomes and where Data Docs are."""
+
+    outcomes: tuple[Outcome, ...]
+    docs_index: Path | None
+    pages: tuple[Path, ...]
 
 
-def validate_dataset(
-    manifest: pd.DataFrame,
-    classes: Sequence[str],
-    splits: Sequence[str],
+def run_suites(
+    profile: DatasetProfile,
+    config: QualityConfig,
     context_dir: Path,
     run_name: str,
-    image_size: int = 48,
-) -> QualityReport:
-    """Validate a dataset manifest with Great Expectations and build Data Docs.
+) -> SuiteRun:
+    """Validate the profile's tables with GX in a file data context and update Data Docs.
 
-    Runs the counts suite on :func:`count_table` and the images suite on the manifest in a
-    GX file data context rooted at ``context_dir`` (created if absent; GX keeps its files
-    under ``context_dir/gx``). Datasource, assets, suites, validation definitions and
-    checkpoints are replaced by name, so repeated calls on the same directory work.
-    Analytics are disabled and GX's logging is held at WARNING for the call.
+    Datasource, assets, suites, validation definitions and the checkpoint are replaced by
+    name, so repeated calls on the same directory work. Analytics are off and GX's logging is
+    held at WARNING for the call.
 
     Args:
-        manifest: One row per image with the columns in :data:`MANIFEST_COLUMNS`.
-        classes: Expected class names.
-        splits: Expected split names.
-        context_dir: Project root of the GX file data context.
-        run_name: Name recorded on the validation results and shown in Data Docs.
-        image_size: Expected width and height in pixels.
+        profile: the dataset's tables.
+        config: the bounds.
+        context_dir: project root of the GX file data context (created if absent).
+        run_name: name of the run in Data Docs.
 
     Returns:
-        The quality report; ``success`` is False when any expectation failed, including
-        when the manifest is empty.
-
-    Raises:
-        ValueError: If a non-empty manifest lacks required columns.
+        One outcome per check (in :func:`build_checks` order), the Data Docs index and this
+        run's validation pages.
     """
-    images = _normalise_manifest(manifest)
-    counts = count_table(images, classes, splits)
-    context_dir = Path(context_dir)
+    checks = build_checks(config)
+    frames: dict[str, pd.DataFrame] = {
+        "images": profile.images,
+        "classes": profile.classes,
+        "summary": profile.summary,
+    }
     context_dir.mkdir(parents=True, exist_ok=True)
-
     with (
         ExitStack() as stack,
         _scoped_env("GX_ANALYTICS_ENABLED", "false"),
@@ -164,40 +225,30 @@ def validate_dataset(
 
         # This one GX module logs under its file path, outside the package's logger tree.
         stack.enter_context(_quiet(data_context_variables.logger.name))
-
         context = _open_context(gx, context_dir)
         datasource = context.data_sources.add_or_update_pandas(name=_DATASOURCE)
-        counts_checkpoint = _checkpoint(gx, context, datasource, _counts_suite(gx, splits))
-        images_checkpoint = _checkpoint(gx, context, datasource, _images_suite(gx, image_size))
         run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
-        outcomes = [  # images first: an empty manifest is reported before its empty folders
-            (images_checkpoint.run(batch_parameters={"dataframe": images}, run_id=run_id), images),
-            (counts_checkpoint.run(batch_parameters={"dataframe": counts}, run_id=run_id), counts),
-        ]
+        results: dict[Any, Any] = {}
+        for table, frame in frames.items():
+            suite = gx.ExpectationSuite(name=f"{_SUITE_PREFIX}{table}")
+            for check in checks:
+                if check.table == table:
+                    suite.add_expectation(_expectation(gx, check))
+            checkpoint = _checkpoint(gx, context, datasource, suite)
+            run = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+            results.update(run.run_results)
         docs_index = _docs_index(context)
+        pages = tuple(_page(context, key) for key in results)
 
-    failures: list[str] = []
-    evaluated = 0
-    for checkpoint_result, frame in outcomes:
-        for validation in checkpoint_result.run_results.values():
-            for result in validation.results:
-                evaluated += 1
-                if not result.success:
-                    failures.append(_describe(result, frame, classes, splits, image_size))
-    report = QualityReport(
-        success=not failures, failures=tuple(failures), evaluated=evaluated, docs_index=docs_index
-    )
-    if report.success:
-        logger.info("Dataset validation %r passed %d expectations", run_name, evaluated)
-    else:
-        logger.warning(
-            "Dataset validation %r failed %d of %d expectations:\n  %s",
-            run_name,
-            len(failures),
-            evaluated,
-            "\n  ".join(failures),
-        )
-    return report
+    by_name = {check.name: check for check in checks}
+    outcomes: dict[str, Outcome] = {}
+    for validation in results.values():
+        for item in validation.results:
+            name = (item.expectation_config.meta or {}).get("name", item.expectation_config.type)
+            check = by_name[name]
+            outcomes[name] = _outcome(check, item, profile, config)
+    ordered = tuple(outcomes[c.name] for c in checks if c.name in outcomes)
+    return SuiteRun(ordered, docs_index, tuple(p for p in pages if p is not None))
 
 
 # --- GX plumbing ---------------------------------------------------------------------------
@@ -239,11 +290,22 @@ def _open_context(gx: Any, context_dir: Path) -> Any:
     return context
 
 
+def _expectation(gx: Any, check: Check) -> Any:
+    expectation_class = getattr(gx.expectations, check.expectation)
+    return expectation_class(
+        **check.kwargs,
+        severity=check.severity,
+        description=f"[{check.severity}] {check.name}: {check.description}",
+        meta={"name": check.name},
+    )
+
+
 def _checkpoint(gx: Any, context: Any, datasource: Any, suite: Any) -> Any:
     """Register ``suite`` against a fresh dataframe asset of the same name; return its checkpoint.
 
-    ``add_or_update_pandas`` replaced the datasource with an empty one, so the asset and its
-    batch definition are always new; everything else is added or replaced by name.
+    A checkpoint passes one dataframe to all its validation definitions, so each table gets
+    its own. ``add_or_update_pandas`` replaced the datasource with an empty one, so the asset
+    and its batch definition are always new; everything else is added or replaced by name.
     """
     asset = datasource.add_dataframe_asset(name=suite.name)
     batch_definition = asset.add_batch_definition_whole_dataframe(_BATCH)
@@ -256,110 +318,41 @@ def _checkpoint(gx: Any, context: Any, datasource: Any, suite: Any) -> Any:
             name=suite.name,
             validation_definitions=[definition],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            result_format=_RESULT_FORMAT,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
         )
     )
 
 
-def _counts_suite(gx: Any, splits: Sequence[str]) -> Any:
-    """Expectations on the :func:`count_table` frame."""
-    expected_splits = list(dict.fromkeys(str(s) for s in splits))
-    suite = gx.ExpectationSuite(name=_COUNTS)
-    ex = gx.expectations
-    suite.add_expectation(
-        ex.ExpectColumnValuesToBeInSet(
-            column="expected",
-            value_set=[True],
-            meta={"check": "known_folders"},
-        )
-    )
-    suite.add_expectation(
-        ex.ExpectColumnValuesToBeBetween(
-            column="count",
-            min_value=1,
-            meta={"check": "non_empty_folders"},
-        )
-    )
-    # "Split values equal the expected set" as two expectations: the single
-    # ExpectColumnDistinctValuesToEqualSet breaks GX's Data Docs renderer when it fails
-    # (KeyError 'unexpected_percent').
-    suite.add_expectation(
-        ex.ExpectColumnValuesToBeInSet(
-            column="split",
-            value_set=expected_splits,
-            meta={"check": "known_splits"},
-        )
-    )
-    suite.add_expectation(
-        ex.ExpectColumnDistinctValuesToContainSet(
-            column="split",
-            value_set=expected_splits,
-            meta={"check": "all_splits"},
-        )
-    )
-    return suite
-
-
-def _images_suite(gx: Any, image_size: int) -> Any:
-    """Expectations on the per-image manifest."""
-    suite = gx.ExpectationSuite(name=_IMAGES)
-    ex = gx.expectations
-    suite.add_expectation(
-        ex.ExpectTableRowCountToBeBetween(
-            min_value=1,
-            meta={"check": "non_empty_manifest"},
-        )
-    )
-    for column in ("width", "height"):
-        suite.add_expectation(
-            ex.ExpectColumnValuesToBeBetween(
-                column=column,
-                min_value=image_size,
-                max_value=image_size,
-                meta={"check": "image_size"},
-            )
-        )
-    suite.add_expectation(
-        ex.ExpectColumnValuesToBeInSet(
-            column="mode",
-            value_set=list(GRAYSCALE_MODES),
-            meta={"check": "grayscale"},
-        )
-    )
-    return suite
+def _file_url_path(url: str) -> Path | None:
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    path = Path(url2pathname(parsed.path))
+    return path if path.is_file() else None
 
 
 def _docs_index(context: Any) -> Path | None:
-    """Return the local Data Docs index page if it was built."""
+    """The local Data Docs index page, if it was built."""
     for site in context.get_docs_sites_urls():
-        url = site.get("site_url") or ""
-        parsed = urlparse(url)
-        if parsed.scheme == "file":
-            path = Path(url2pathname(parsed.path))
-            if path.is_file():
-                return path
+        path = _file_url_path(site.get("site_url") or "")
+        if path is not None:
+            return path
     return None
 
 
-# --- manifest and failure lines ------------------------------------------------------------
+def _page(context: Any, key: Any) -> Path | None:
+    """The local Data Docs page of one validation result, if it was built."""
+    for site in context.get_docs_sites_urls(resource_identifier=key):
+        path = _file_url_path(site.get("site_url") or "")
+        if path is not None:
+            return path
+    return None
 
 
-def _normalise_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Return the manifest with a fresh RangeIndex; give an empty one the expected columns."""
-    if len(manifest) == 0:
-        return pd.DataFrame(
-            {
-                column: pd.Series([], dtype="int64" if column in _INT_COLUMNS else str)
-                for column in MANIFEST_COLUMNS
-            }
-        )
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise ValueError(f"manifest lacks column(s) {missing}; expected {list(MANIFEST_COLUMNS)}")
-    return manifest.reset_index(drop=True)
+# --- outcomes and failure lines ------------------------------------------------------------
 
 
-def _examples(items: Sequence[str], total: int | None = None) -> str:
+def _examples(items: list[str], total: int | None = None) -> str:
     """Join up to :data:`MAX_EXAMPLES` items, noting how many more there are."""
     total = len(items) if total is None else total
     shown = ", ".join(items[:MAX_EXAMPLES])
@@ -367,100 +360,288 @@ def _examples(items: Sequence[str], total: int | None = None) -> str:
     return f"{shown}, ... ({more} more)" if more > 0 else shown
 
 
-def _images(count: int) -> str:
-    """Return ``"1 image is"`` or ``"N images are"``."""
-    return "1 image is" if count == 1 else f"{count} images are"
+def _flagged(images: pd.DataFrame, column: str) -> pd.DataFrame:
+    return images[images[column].map(lambda v: v is True)]
 
 
-def _number(value: Any) -> str:
-    """Format a pixel dimension, dropping a float's ``.0``."""
-    number = float(value)
-    return str(int(number)) if number.is_integer() else str(value)
+def _paths(rows: pd.DataFrame) -> str:
+    return _examples(list(rows["relpath"].astype(str)))
 
 
-def _folders(rows: pd.DataFrame) -> list[str]:
-    """Format count-table rows as ``split/label (N images)``."""
-    return [
-        f"{split}/{label} ({count} image{'s' if count != 1 else ''})"
-        for split, label, count in zip(rows["split"], rows["label"], rows["count"], strict=True)
-    ]
+def _share(count: int, total: int) -> str:
+    return f"{count:,} of {total:,} ({count / total:.1%})" if total else f"{count:,}"
 
 
-def _describe(
-    result: Any,
-    frame: pd.DataFrame,
-    classes: Sequence[str],
-    splits: Sequence[str],
-    image_size: int,
-) -> str:
-    """Turn one failed expectation result into a human-readable line."""
-    config = result.expectation_config
-    kwargs = dict(config.kwargs)
-    column = kwargs.get("column")
-    details = dict(result.result or {})
-    exception = result.exception_info or {}
+def _bad_values(frame: pd.DataFrame, column: str, ok: Callable[[Any], bool]) -> pd.DataFrame:
+    values = frame[column]
+    return frame[values.notna() & ~values.map(ok)]
+
+
+def _class_list(rows: pd.DataFrame, column: str, fmt: str = "{:,}") -> str:
+    return _examples(
+        [f"{label} ({fmt.format(v)})" for label, v in zip(rows["label"], rows[column], strict=True)]
+    )
+
+
+def _observed(check: Check, item: Any, profile: DatasetProfile) -> str:
+    details = dict(item.result or {})
+    column = check.kwargs.get("column")
+    if check.table == "summary" and column:
+        value = profile.summary[column].iloc[0]
+        if pd.isna(value):
+            return "missing"
+        return f"{int(value):,}" if float(value).is_integer() else f"{value:.4g}"
+    if "observed_value" in details:
+        return str(details["observed_value"])
+    if "unexpected_count" in details:
+        applicable = details.get("element_count", 0) - details.get("missing_count", 0)
+        return (
+            f"{details['unexpected_count']:,} of {applicable:,} "
+            f"({details.get('unexpected_percent') or 0:.2f}%)"
+        )
+    return ""
+
+
+def _outcome(check: Check, item: Any, profile: DatasetProfile, config: QualityConfig) -> Outcome:
+    observed = _observed(check, item, profile)
+    if item.success:
+        return Outcome(check.name, check.severity, True, observed)
+    exception = item.exception_info or {}
     if exception.get("raised_exception"):
+        message = (
+            f"could not be evaluated: {exception.get('exception_message')}; "
+            "this is a bug in the profile tables, please report it"
+        )
+    else:
+        message = _MESSAGES[check.name](profile, config)
+    return Outcome(check.name, check.severity, False, observed, f"{check.name}: {message}")
+
+
+_Message = Callable[[DatasetProfile, QualityConfig], str]
+_REDOWNLOAD = "re-download or re-extract the dataset"
+
+
+def _msg_not_empty(p: DatasetProfile, c: QualityConfig) -> str:
+    return (
+        "the dataset holds no images; check that its root holds <split>/<class>/*.jpg "
+        f"({_REDOWNLOAD})"
+    )
+
+
+def _msg_decode(p: DatasetProfile, c: QualityConfig) -> str:
+    bad = p.images[~p.images["decodes"]]
+    return (
+        f"{len(bad):,} file(s) do not decode as complete images (corrupt, truncated or not an "
+        f"image): {_paths(bad)}; {_REDOWNLOAD}, or delete these files"
+    )
+
+
+def _msg_size(column: str) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        bad = _bad_values(p.images, column, lambda v: v == c.image_size)
+        sizes = sorted({int(v) for v in bad[column]})
         return (
-            f"{config.type} on column {column!r} could not be evaluated: "
-            f"{exception.get('exception_message')}; check the manifest's columns and types"
+            f"{len(bad):,} image(s) have {column} {_examples([str(v) for v in sizes])} instead "
+            f"of {c.image_size}: {_paths(bad)}; resize them to {c.image_size}x{c.image_size} "
+            "or remove them"
         )
 
-    check = (config.meta or {}).get("check")
-    if check == "known_folders":
-        rows = frame[~frame["expected"]]
+    return message
+
+
+def _msg_grayscale(p: DatasetProfile, c: QualityConfig) -> str:
+    bad = _bad_values(p.images, "mode", lambda v: v == "L")
+    modes = ", ".join(sorted(set(bad["mode"].astype(str))))
+    return (
+        f"{len(bad):,} image(s) are not grayscale (mode {modes}); they were converted to "
+        f"gray when decoded: {_paths(bad)}"
+    )
+
+
+def _msg_split_total(split: str, low: str) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        count = int(p.summary[f"{split}_images"].iloc[0])
+        minimum = getattr(c, low)
         return (
-            f"{len(rows)} unexpected class folder(s): {_examples(_folders(rows))}; expected only "
-            f"classes {', '.join(classes)} in splits {', '.join(splits)}; remove or rename "
-            "these folders, or add the class to the configured class list"
+            f"{split}/ holds {count:,} images, expected {minimum:,} to {c.max_images:,}; "
+            f"point the source at a complete copy ({_REDOWNLOAD}), or set "
+            f"QualityConfig.{low} / max_images for a smaller dataset"
         )
-    if check == "non_empty_folders":
-        rows = frame[frame["count"] < 1]
-        if len(rows) == 1:
-            row = rows.iloc[0]
-            return (
-                f"{row['split']}/{row['label']} has 0 images; expected at least 1; the folder "
-                "is empty or missing: re-download or re-extract the dataset"
+
+    return message
+
+
+def _msg_known(p: DatasetProfile, c: QualityConfig) -> str:
+    extra = p.classes[~p.classes["expected"]]
+    return (
+        f"unexpected class folder(s) {_examples(list(extra['label']))}; expected only "
+        f"{', '.join(p.classes[p.classes['expected']]['label'])}; remove or rename them"
+    )
+
+
+def _msg_present(split: str) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        rows = p.classes[p.classes[f"{split}_present"].map(lambda v: v is False)]
+        names = [f"{split}/{label}/" for label in rows["label"]]
+        return (
+            f"class folder(s) {_examples(names)} missing; every class needs a folder in "
+            f"{split}/; {_REDOWNLOAD}"
+        )
+
+    return message
+
+
+def _msg_class_counts(split: str, low: str) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        minimum = getattr(c, low)
+        rows = _bad_values(p.classes, f"{split}_count", lambda v: v >= minimum)
+        return (
+            f"{split} class(es) with fewer than {minimum:,} images: "
+            f"{_class_list(rows, f'{split}_count')}; an empty or thin class folder means an "
+            f"incomplete copy ({_REDOWNLOAD}), or set QualityConfig.{low}"
+        )
+
+    return message
+
+
+def _msg_shares(p: DatasetProfile, c: QualityConfig) -> str:
+    rows = _bad_values(
+        p.classes, "train_share", lambda v: c.min_class_share <= v <= c.max_class_share
+    )
+    return (
+        f"train class share(s) outside {c.min_class_share:.1%}-{c.max_class_share:.0%}: "
+        f"{_class_list(rows, 'train_share', '{:.2%}')}; check that the images are filed "
+        "under the right class folders, or set QualityConfig.min_class_share / max_class_share"
+    )
+
+
+def _msg_imbalance(p: DatasetProfile, c: QualityConfig) -> str:
+    ratio = float(p.summary["imbalance_ratio"].iloc[0])
+    expected = p.classes[p.classes["expected"]]
+    largest = expected.loc[expected["train_count"].idxmax()]
+    smallest = expected.loc[expected["train_count"].idxmin()]
+    return (
+        f"the largest train class ({largest['label']}, {int(largest['train_count']):,}) is "
+        f"{ratio:.1f}x the smallest ({smallest['label']}, {int(smallest['train_count']):,}), "
+        f"above {c.max_imbalance_ratio:g}x; check that the copy is complete, or set "
+        "QualityConfig.max_imbalance_ratio"
+    )
+
+
+def _msg_shift(bound: str) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        limit = getattr(c, bound)
+        rows = _bad_values(p.classes, "share_shift", lambda v: v <= limit)
+        shown = [
+            f"{label} (train {train:.1%}, test {test:.1%})"
+            for label, train, test in zip(
+                rows["label"], rows["train_share"], rows["test_share"], strict=True
             )
-        names = [f"{s}/{c}" for s, c in zip(rows["split"], rows["label"], strict=True)]
+        ]
         return (
-            f"{len(rows)} class folders have 0 images: {_examples(names)}; expected at least 1 "
-            "image each; the folders are empty or missing: re-download or re-extract the dataset"
+            f"test class proportions differ from train by more than {limit:.1%}: "
+            f"{_examples(shown)}; the test split is not drawn like train, so its accuracy "
+            f"is not comparable; check its source, or set QualityConfig.{bound}"
         )
-    if check == "known_splits":
-        found = sorted({str(v) for v in details.get("partial_unexpected_list") or []})
-        return (
-            f"unexpected split folder(s) {', '.join(found)}; expected only "
-            f"{', '.join(splits)}; remove or rename them"
+
+    return message
+
+
+def _leaked(p: DatasetProfile) -> tuple[pd.DataFrame, int]:
+    return _flagged(p.images, "leaked_from_train"), int((p.images["split"] == "test").sum())
+
+
+def _msg_leakage_none(p: DatasetProfile, c: QualityConfig) -> str:
+    leaked, total = _leaked(p)
+    return (
+        f"{_share(len(leaked), total)} test images also occur in train (same pixels): "
+        f"{_paths(leaked)}; cleaning removes their copies from train, so no model trains on them"
+    )
+
+
+def _msg_leakage_bounded(p: DatasetProfile, c: QualityConfig) -> str:
+    leaked, total = _leaked(p)
+    return (
+        f"{_share(len(leaked), total)} test images also occur in train (same pixels), above "
+        f"the {c.max_leaked_test_fraction:.0%} bound: the source mixes the splits; fix the "
+        f"source ({_REDOWNLOAD}), or set QualityConfig.max_leaked_test_fraction"
+    )
+
+
+def _msg_cleaned(p: DatasetProfile, c: QualityConfig) -> str:
+    rows = _flagged(p.images, "kept_in_test")
+    return (
+        f"{len(rows):,} training image(s) kept by cleaning have pixels that occur in test: "
+        f"{_paths(rows)}; this is a bug in the cleaning step: do not train on this dataset"
+    )
+
+
+def _msg_copies(bounded: bool) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        rows = _flagged(p.images, "repeats_earlier")
+        total = int(p.images["repeats_earlier"].notna().sum())
+        groups = int(p.summary["duplicate_groups"].iloc[0])
+        text = (
+            f"{_share(len(rows), total)} images repeat an earlier image's pixels "
+            f"({groups:,} groups): {_paths(rows)}"
         )
-    if check == "all_splits":
-        absent = sorted(str(v) for v in details.get("partial_missing_list") or [])
-        return (
-            f"split folder(s) {', '.join(absent)} missing; expected {', '.join(splits)}; "
-            "check the dataset layout <root>/<split>/<class>/*.jpg"
-        )
-    if check == "non_empty_manifest":
-        return (
-            f"the manifest has {details.get('observed_value', 0)} images; expected at least 1; "
-            "check that the dataset root holds <split>/<class>/*.jpg images"
-        )
-    if check == "image_size" and column in frame.columns:
-        # Like GX, leave missing values out (they are not "unexpected").
-        bad = frame[frame[column].notna() & (frame[column] != image_size)]
-        total = int(details.get("unexpected_count") or len(bad))
-        observed = sorted({_number(v) for v in bad[column]})
-        return (
-            f"{_images(total)} not {image_size}x{image_size} ({column} is "
-            f"{_examples(observed)} instead of {image_size}): "
-            f"{_examples(list(bad['relpath'].astype(str)), total)}; resize them to "
-            f"{image_size}x{image_size} or remove them"
-        )
-    if check == "grayscale" and column in frame.columns:
-        bad = frame[frame[column].notna() & ~frame[column].isin(GRAYSCALE_MODES)]
-        total = int(details.get("unexpected_count") or len(bad))
-        modes = sorted({str(v) for v in bad[column]})
-        return (
-            f"{_images(total)} not grayscale (mode {', '.join(modes)} instead of "
-            f"{'/'.join(GRAYSCALE_MODES)}): {_examples(list(bad['relpath'].astype(str)), total)}; "
-            "convert them with PIL Image.convert('L') or remove them"
-        )
-    return f"{config.type} failed on {column or 'the table'}: {details}"
+        if bounded:
+            return (
+                f"{text}; above the {c.max_extra_copy_fraction:.0%} bound: the source holds "
+                "copies; de-duplicate it, or set QualityConfig.max_extra_copy_fraction"
+            )
+        return f"{text}; cleaning keeps one copy of each in train"
+
+    return message
+
+
+def _msg_conflicts(p: DatasetProfile, c: QualityConfig) -> str:
+    rows = _flagged(p.images, "label_conflict")
+    groups = int(p.summary["conflicting_label_groups"].iloc[0])
+    return (
+        f"{groups:,} groups of identical images carry different labels ({len(rows):,} "
+        f"images): {_paths(rows)}; cleaning drops them from train"
+    )
+
+
+def _msg_blank(bounded: bool) -> _Message:
+    def message(p: DatasetProfile, c: QualityConfig) -> str:
+        rows = _flagged(p.images, "near_blank")
+        total = int(p.images["near_blank"].notna().sum())
+        text = f"{_share(len(rows), total)} images are near-blank: {_paths(rows)}"
+        if bounded:
+            return (
+                f"{text}; above the {c.max_near_blank_fraction:.1%} bound: check the source, "
+                "or set QualityConfig.max_near_blank_fraction"
+            )
+        return f"{text}; cleaning drops them from train"
+
+    return message
+
+
+_MESSAGES: dict[str, _Message] = {
+    "images_not_empty": _msg_not_empty,
+    "images_decode": _msg_decode,
+    "image_width": _msg_size("width"),
+    "image_height": _msg_size("height"),
+    "images_grayscale": _msg_grayscale,
+    "train_images": _msg_split_total("train", "min_train_images"),
+    "test_images": _msg_split_total("test", "min_test_images"),
+    "class_folders_known": _msg_known,
+    "train_classes_present": _msg_present("train"),
+    "test_classes_present": _msg_present("test"),
+    "train_class_counts": _msg_class_counts("train", "min_class_train_images"),
+    "test_class_counts": _msg_class_counts("test", "min_class_test_images"),
+    "train_class_shares": _msg_shares,
+    "imbalance_ratio": _msg_imbalance,
+    "class_share_shift": _msg_shift("share_shift_warning"),
+    "class_share_shift_bounded": _msg_shift("share_shift_critical"),
+    "leakage_none": _msg_leakage_none,
+    "leakage_bounded": _msg_leakage_bounded,
+    "cleaned_train_disjoint_from_test": _msg_cleaned,
+    "copies_none": _msg_copies(bounded=False),
+    "copies_bounded": _msg_copies(bounded=True),
+    "label_conflicts_none": _msg_conflicts,
+    "near_blank_none": _msg_blank(bounded=False),
+    "near_blank_bounded": _msg_blank(bounded=True),
+}

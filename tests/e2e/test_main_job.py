@@ -14,6 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from infra.services import free_port
+from tests.integration.conftest import SUBSET_QUALITY
 
 pytestmark = pytest.mark.e2e
 
@@ -44,9 +45,12 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
     }
     app_url = f"http://127.0.0.1:{env['FER_SERVE_PORT']}/"
     log = tmp_path / "fer-up.log"
+    # Count bounds for the 210-image subset, as a user would write them for a small dataset.
+    quality = tmp_path / "quality.json"
+    quality.write_text(SUBSET_QUALITY.model_dump_json())
     with log.open("w") as out:
         process = subprocess.Popen(
-            [FER, "up", "--epochs", "1", "--min-accuracy", "0"],
+            [FER, "up", "--epochs", "1", "--min-accuracy", "0", "--quality-config", str(quality)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -8,10 +8,16 @@ from model.gate import GateConfig
 from model.network import NetworkConfig
 from model.settings import Settings
 from model.train import TrainConfig
+from validation.config import QualityConfig
 
 #: One epoch of a small network: the loop's plumbing is under test, not accuracy.
 QUICK = TrainConfig(
     epochs=1, batch_size=32, network=NetworkConfig(filters=(16, 32), dense_units=32)
+)
+
+#: Count bounds for the 30/10-per-class subset; every share, leakage and copy bound at default.
+SUBSET_QUALITY = QualityConfig(
+    min_train_images=100, min_test_images=50, min_class_train_images=10, min_class_test_images=5
 )
 
 
@@ -20,4 +26,6 @@ def champion_version(services: Settings, fer_subset: Path) -> str:
     """One successful retrain run on the real subset (no accuracy floor), promoted."""
     from flows.cli import run_retrain
 
-    return run_retrain(services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.0))
+    return run_retrain(
+        services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.0), SUBSET_QUALITY
+    )

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from flows.cli import run_retrain
-from model.dataset import compute_fingerprint, scan_dataset
+from model.dataset import CLASSES, compute_fingerprint, scan_dataset
 from model.errors import DataQualityError, GateFailed
 from model.gate import GateConfig
 from model.registry import ModelRegistry
 from model.settings import Settings
-from tests.integration.conftest import QUICK
+from tests.integration.conftest import QUICK, SUBSET_QUALITY
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,40 @@ def _latest_run_state(settings: Settings) -> tuple[str, str | None]:
         async with get_client() as client:
             runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
             return runs[0].state.type.value, runs[0].state.message
+
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        return asyncio.run(read())
+
+
+def _artifacts_of_latest_completed_run(settings: Settings) -> tuple[str, dict[str, object]]:
+    """The newest completed run's name and its artifacts by key, read through the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read() -> tuple[str, dict[str, object]]:
+        async with get_client() as client:
+            (run,) = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.COMPLETED])
+                    )
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+            return run.name, {a.key: a.data for a in artifacts if a.key}
 
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         return asyncio.run(read())
@@ -67,7 +101,7 @@ def test_failed_gate_leaves_the_champion(
     versions_before = registry.list_versions()
     pointer_before = registry.champion()
     with pytest.raises(GateFailed, match="below the floor 0.9900"):
-        run_retrain(services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.99))
+        run_retrain(services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.99), SUBSET_QUALITY)
     state, message = _latest_run_state(services)
     assert state == "FAILED"
     assert "below the floor 0.9900" in message
@@ -84,8 +118,39 @@ def test_bad_dataset_fails_before_training(
     registry = ModelRegistry.from_settings(services)
     pointer_before = registry.champion()
     runs_before = len(list((Path(services.home_dir) / "runs").iterdir()))
-    with pytest.raises(DataQualityError, match="disgust"):
-        run_retrain(services, str(broken), QUICK, GateConfig(min_accuracy=0.0))
-    assert _latest_run_state(services)[0] == "FAILED"
+    with pytest.raises(DataQualityError, match="test_classes_present"):
+        run_retrain(services, str(broken), QUICK, GateConfig(min_accuracy=0.0), SUBSET_QUALITY)
+    state, message = _latest_run_state(services)
+    assert state == "FAILED"
+    assert "failed critical data-quality check(s) test_classes_present:" in message
+    assert "test/disgust/" in message
     assert registry.champion() == pointer_before
     assert len(list((Path(services.home_dir) / "runs").iterdir())) == runs_before
+
+
+def test_data_quality_report_is_in_the_store_and_the_ui(
+    services: Settings, champion_version: str
+) -> None:
+    import json
+    import re
+
+    run_name, artifacts = _artifacts_of_latest_completed_run(services)
+    classes = json.loads(artifacts["data-quality-classes"])
+    assert [row["class"] for row in classes] == list(CLASSES)
+    assert all(row["train"] == 30 and row["test"] == 10 for row in classes)
+    failures = json.loads(artifacts["data-quality-failures"])
+    assert all(row["severity"] in ("warning", "") for row in failures)  # the run passed
+    link = f"s3://{services.s3_bucket}/reports/{run_name}/data_quality/index.html"
+    assert link in artifacts["data-quality"]
+
+    registry = ModelRegistry.from_settings(services)
+    prefix = f"reports/{run_name}/data_quality/"
+    listing = registry.client.list_objects_v2(Bucket=services.s3_bucket, Prefix=prefix)
+    keys = {item["Key"][len(prefix) :] for item in listing.get("Contents", [])}
+    assert {"index.html", "static/offline.css"} <= keys
+    pages = [key for key in keys if key.endswith(".html")]
+    assert len([key for key in pages if key.startswith("validations/")]) == 3
+    remote = re.compile(r"<(?:link|script|img)\b[^>]*\b(?:href|src)=[\"']https?://", re.I)
+    for key in pages:
+        body = registry.client.get_object(Bucket=services.s3_bucket, Key=prefix + key)["Body"]
+        assert not remote.search(body.read().decode()), f"{key} needs the network"

@@ -1,200 +1,219 @@
-"""Great Expectations data-quality suites on tiny in-code manifests (no images needed)."""
+"""Data-quality profile, GX suites and report on tiny synthetic datasets."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from pydantic import ValidationError
 
-from validation.suite import QualityReport, count_table, validate_dataset
+from model.cleaning import CleaningConfig, PixelRecord, clean_train, pixel_records
+from model.dataset import CLASSES, ImageRecord, index_dataset, read_manifest
+from model.errors import DataQualityError
+from tests.unit.helpers import write_fer_tree
+from validation.config import QualityConfig
+from validation.profile import class_table, image_table, profile_dataset
+from validation.report import make_offline
+from validation.run import raise_on_failure, validate_ref
+from validation.suite import build_checks, run_suites
 
 pytestmark = pytest.mark.unit
 
-CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-SPLITS = ("train", "test")
+#: Count bounds for a dataset of a few images per class; every other bound at its default.
+SMALL = QualityConfig(
+    min_train_images=1, min_test_images=1, min_class_train_images=1, min_class_test_images=1
+)
+_REMOTE = re.compile(r"<(?:link|script|img)\b[^>]*\b(?:href|src)=[\"']https?://", re.IGNORECASE)
 
 
-def _row(split: str, label: str, n: int, size: int = 48, mode: str = "L") -> dict[str, object]:
-    return {
-        "split": split,
-        "label": label,
-        "relpath": f"{split}/{label}/{n}.jpg",
-        "sha256": f"{split}-{label}-{n}".ljust(64, "0"),
-        "bytes": 1500,
-        "width": size,
-        "height": size,
-        "mode": mode,
-    }
-
-
-def _manifest(per_class: int = 2, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
-    return pd.DataFrame([_row(s, c, n) for s in SPLITS for c in classes for n in range(per_class)])
-
-
-def _validate(
-    manifest: pd.DataFrame, context_dir: Path, run_name: str = "test", **kwargs: int
-) -> QualityReport:
-    return validate_dataset(manifest, CLASSES, SPLITS, context_dir, run_name, **kwargs)
-
-
-def _one_line_with(report: QualityReport, *needles: str) -> str:
-    lines = [line for line in report.failures if all(n in line for n in needles)]
-    assert len(lines) == 1, f"no single failure line with {needles}: {report.failures}"
-    return lines[0]
-
-
-def test_count_table_lists_every_expected_pair_and_flags_unexpected_ones() -> None:
-    manifest = _manifest(per_class=2)
-    manifest = manifest[manifest["label"] != "disgust"]
-    manifest = pd.concat([manifest, pd.DataFrame([_row("train", "contempt", 0)])])
-
-    table = count_table(manifest, CLASSES, SPLITS)
-
-    assert list(table.columns) == ["split", "label", "count", "expected"]
-    assert len(table) == len(SPLITS) * len(CLASSES) + 1
-    expected = table[table["expected"]]
-    assert list(zip(expected["split"], expected["label"], strict=True)) == [
-        (s, c) for s in SPLITS for c in CLASSES
-    ]
-    counts = {
-        (s, c): n for s, c, n in zip(table["split"], table["label"], table["count"], strict=True)
-    }
-    assert counts[("train", "disgust")] == 0 and counts[("test", "disgust")] == 0
-    assert counts[("train", "angry")] == 2
-    extra = table[~table["expected"]]
-    assert extra[["split", "label", "count"]].values.tolist() == [["train", "contempt", 1]]
-
-
-def test_count_table_of_an_empty_manifest_has_zero_counts() -> None:
-    table = count_table(pd.DataFrame(), CLASSES, SPLITS)
-    assert len(table) == len(SPLITS) * len(CLASSES)
-    assert (table["count"] == 0).all() and table["expected"].all()
-
-
-def test_good_manifest_passes_and_builds_data_docs(tmp_path: Path) -> None:
-    report = _validate(_manifest(), tmp_path / "gx")
-
-    assert report.success, report.failures
-    assert report.failures == ()
-    assert report.evaluated >= 7
-    assert report.docs_index is not None and report.docs_index.is_file()
-    assert report.docs_index.name == "index.html"
-    assert tmp_path / "gx" in report.docs_index.parents
-
-
-def test_missing_class_fails_naming_the_folder(tmp_path: Path) -> None:
-    manifest = _manifest()
-    manifest = manifest[~((manifest["split"] == "test") & (manifest["label"] == "disgust"))]
-
-    report = _validate(manifest, tmp_path)
-
-    assert not report.success
-    line = _one_line_with(report, "test/disgust", "0 images")
-    assert "expected at least 1" in line
-    assert len(report.failures) == 1
-
-
-def test_unexpected_class_folder_fails_naming_it(tmp_path: Path) -> None:
-    manifest = pd.concat(
-        [_manifest(), pd.DataFrame([_row("train", "contempt", n) for n in range(3)])],
-        ignore_index=True,
+def _record(split: str, label: str, name: str, mode: str = "L") -> ImageRecord:
+    return ImageRecord(
+        split, label, f"{split}/{label}/{name}", name.ljust(64, "0"), 1500, 48, 48, mode
     )
 
-    report = _validate(manifest, tmp_path)
 
-    assert not report.success
-    line = _one_line_with(report, "train/contempt")
-    assert "unexpected" in line and "3 images" in line
-    assert len(report.failures) == 1
+def _pixels(record: ImageRecord, digest: str, std: float = 20.0) -> PixelRecord:
+    return PixelRecord(record.split, record.label, record.relpath, digest, std)
 
 
-def test_unexpected_split_fails(tmp_path: Path) -> None:
-    manifest = pd.concat([_manifest(), pd.DataFrame([_row("val", "happy", 0)])], ignore_index=True)
+def test_image_table_flags_leaks_copies_conflicts_blanks_and_unreadable_files() -> None:
+    records = [
+        _record("test", "happy", "t1.jpg"),
+        _record("test", "sad", "t2.jpg"),
+        _record("train", "happy", "a.jpg"),  # same pixels as t1: leak
+        _record("train", "sad", "b.jpg"),
+        _record("train", "sad", "c.jpg"),  # copy of b
+        _record("train", "fear", "d.jpg"),  # same pixels as t2, other label
+        _record("train", "fear", "e.jpg"),  # blank
+        _record("train", "fear", "f.jpg", mode="unreadable"),
+    ]
+    digests = ["A", "C", "A", "B", "B", "C", "D", ""]
+    stds = [20.0, 20.0, 20.0, 20.0, 20.0, 20.0, 0.3, 0.0]
+    pixels = [_pixels(r, d, s) for r, d, s in zip(records, digests, stds, strict=True)]
+    config = CleaningConfig()
+    cleaning = clean_train(pixels, config)
 
-    report = _validate(manifest, tmp_path)
+    table = image_table(records, pixels, cleaning, config).set_index("relpath")
 
-    assert not report.success
-    _one_line_with(report, "unexpected split", "val")
-    _one_line_with(report, "val/happy")
-
-
-def test_wrong_size_image_fails_with_its_path(tmp_path: Path) -> None:
-    manifest = _manifest()
-    manifest.loc[3, "width"] = 47
-    bad_path = manifest.loc[3, "relpath"]
-
-    report = _validate(manifest, tmp_path)
-
-    assert not report.success
-    line = _one_line_with(report, "not 48x48")
-    assert bad_path in line and "47" in line and "1 image is" in line
-    assert len(report.failures) == 1
-
-
-def test_many_wrong_size_images_quote_a_few_examples(tmp_path: Path) -> None:
-    manifest = _manifest()
-    manifest.loc[:11, "height"] = 40
-
-    report = _validate(manifest, tmp_path)
-
-    line = _one_line_with(report, "12 images are not 48x48")
-    assert "height is 40" in line
-    assert sum(path in line for path in manifest["relpath"]) == 5
-    assert "(7 more)" in line
-
-
-def test_rgb_image_fails_as_not_grayscale(tmp_path: Path) -> None:
-    manifest = _manifest()
-    manifest.loc[5, "mode"] = "RGB"
-
-    report = _validate(manifest, tmp_path)
-
-    assert not report.success
-    line = _one_line_with(report, "not grayscale")
-    assert "RGB" in line and manifest.loc[5, "relpath"] in line
-    assert len(report.failures) == 1
+    assert table.loc["test/happy/t1.jpg", "leaked_from_train"] is True
+    assert table.loc["train/happy/a.jpg", "leaked_from_train"] is None  # asked of test only
+    assert table.loc["train/sad/c.jpg", "repeats_earlier"] is True
+    assert table.loc["train/sad/b.jpg", "repeats_earlier"] is False
+    assert table.loc["train/fear/d.jpg", "label_conflict"] is True
+    assert table.loc["train/fear/e.jpg", "near_blank"] is True
+    unreadable = table.loc["train/fear/f.jpg"]
+    assert (
+        not unreadable["decodes"]
+        and pd.isna(unreadable["width"])
+        and unreadable["near_blank"] is None
+    )
+    # Cleaning kept b only (a leaked, c is a copy, d conflicts, e is blank, f unreadable).
+    kept = table["kept_in_test"].dropna()
+    assert kept.to_dict() == {"train/sad/b.jpg": False}
 
 
-def test_image_size_is_configurable(tmp_path: Path) -> None:
-    manifest = _manifest()
-    manifest[["width", "height"]] = 64
+def test_class_table_tells_missing_from_empty_and_unexpected_folders() -> None:
+    records = [_record("train", "happy", f"{n}.jpg") for n in range(3)]
+    records += [_record("test", "happy", "0.jpg"), _record("train", "contempt", "0.jpg")]
+    folders = {("train", "happy"), ("test", "happy"), ("train", "sad"), ("train", "contempt")}
 
-    assert _validate(manifest, tmp_path, image_size=64).success
-    report = _validate(manifest, tmp_path, image_size=48)
-    assert not report.success
-    _one_line_with(report, "not 48x48", "width")
-    _one_line_with(report, "not 48x48", "height")
+    table = class_table(records, folders, ("happy", "sad")).set_index("label")
 
-
-def test_running_twice_in_the_same_context_dir_works(tmp_path: Path) -> None:
-    context_dir = tmp_path / "ctx"
-    bad = _manifest()
-    bad.loc[0, "mode"] = "RGB"
-
-    first = _validate(_manifest(), context_dir, "first")
-    second = _validate(bad, context_dir, "second")
-    third = _validate(_manifest(), context_dir, "first")
-
-    assert first.success and third.success
-    assert not second.success and len(second.failures) == 1
-    assert first.evaluated == second.evaluated == third.evaluated
-    assert third.docs_index is not None and third.docs_index.is_file()
+    assert table.loc["happy", "train_count"] == 3 and table.loc["happy", "train_share"] == 1.0
+    assert table.loc["sad", "train_present"] is True and table.loc["sad", "train_count"] == 0
+    assert table.loc["sad", "test_present"] is False and pd.isna(table.loc["sad", "test_count"])
+    assert not table.loc["contempt", "expected"]
+    assert table.loc["contempt", "train_present"] is None  # an extra folder is its own check
+    assert table.loc["happy", "share_shift"] == 0.0
 
 
-@pytest.mark.parametrize(
-    "manifest",
-    [pd.DataFrame(), _manifest().iloc[0:0]],
-    ids=["no-columns", "no-rows"],
-)
-def test_empty_manifest_fails_clearly(tmp_path: Path, manifest: pd.DataFrame) -> None:
-    report = _validate(manifest, tmp_path)
-
-    assert not report.success
-    assert "manifest has 0 images" in report.failures[0]
-    _one_line_with(report, "14 class folders have 0 images")
+def test_config_rejects_crossed_bounds() -> None:
+    with pytest.raises(ValidationError, match="min_class_share"):
+        QualityConfig(min_class_share=0.5, max_class_share=0.4)
+    with pytest.raises(ValidationError, match="share_shift_warning"):
+        QualityConfig(share_shift_warning=0.2, share_shift_critical=0.1)
+    with pytest.raises(ValidationError):
+        QualityConfig(min_train_image=5)  # type: ignore[call-arg] - a typo is refused
 
 
-def test_manifest_without_required_columns_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="mode"):
-        _validate(_manifest().drop(columns=["mode"]), tmp_path)
+def test_every_check_has_a_unique_name_and_a_message() -> None:
+    from validation.suite import _MESSAGES
+
+    names = [check.name for check in build_checks(QualityConfig())]
+    assert len(names) == len(set(names))
+    assert set(names) == set(_MESSAGES)
+    severities = {check.severity for check in build_checks(QualityConfig())}
+    assert severities == {"critical", "warning"}
+
+
+def test_clean_dataset_passes_and_writes_an_offline_report(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=3)
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, str(root))
+
+    report = validate_ref(ref, home, "clean run", SMALL)
+
+    assert report.success and not report.warnings, report.critical_failures + report.warnings
+    assert len(report.outcomes) == len(build_checks(SMALL))
+    assert report.summary["train_images"] == report.summary["test_images"] == 21
+    assert report.summary["imbalance_ratio"] == 1.0
+    assert [row["class"] for row in report.classes] == list(CLASSES)
+    assert report.report_dir == home / "reports" / "clean-run"
+    pages = sorted(report.report_dir.rglob("*.html"))
+    assert report.index in pages and len(pages) >= 4  # index, 3 validation pages, suites
+    assert len(list((report.report_dir / "validations").rglob("*.html"))) == 3
+    for page in pages:
+        text = page.read_text()
+        assert not _REMOTE.search(text), f"{page} loads something from the network"
+    assert (report.report_dir / "static" / "offline.css").is_file()
+    front = report.index.read_text()
+    assert "PASSED" in front and "validations/" in front
+    assert report.cleaning_path is not None and report.cleaning_path.is_file()
+
+
+def test_faults_fail_the_checks_that_name_them(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=3)
+    (root / "train" / "happy" / "notes.jpg").write_text("not an image")
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    Image.fromarray(big).save(root / "train/sad/big.png")
+    rgb = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(rgb, "RGB").save(root / "test/sad/rgb.png")
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, str(root))
+
+    report = validate_ref(ref, home, "faults", SMALL)
+
+    failed = {o.name for o in report.critical_failures}
+    assert failed == {"images_decode", "image_width", "image_height"}
+    messages = " ".join(o.message for o in report.critical_failures)
+    assert "train/happy/notes.jpg" in messages and "train/sad/big.png" in messages
+    assert "width 64 instead of 48" in messages
+    warned = {o.name for o in report.warnings}
+    assert "images_grayscale" in warned  # converted, reported, not fatal
+    assert "test/sad/rgb.png" in next(
+        o.message for o in report.warnings if o.name == "images_grayscale"
+    )
+    with pytest.raises(DataQualityError) as raised:
+        raise_on_failure(report, "s3://fer/reports/faults/data_quality/index.html")
+    text = str(raised.value)
+    assert "images_decode, image_width, image_height" in text
+    assert text.endswith("report: s3://fer/reports/faults/data_quality/index.html")
+    assert "FAILED" in report.index.read_text()
+
+
+def test_warnings_alone_do_not_fail(tmp_path: Path) -> None:
+    root = write_fer_tree(tmp_path / "fer", per_class=3)
+    # A training image replaced by a test image: a leak (1 of 21, under the 10 % bound).
+    test_image = root / "test" / "sad" / "test_sad_0.png"
+    (root / "train" / "sad" / "train_sad_0.png").write_bytes(test_image.read_bytes())
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, str(root))
+
+    report = validate_ref(ref, home, "leak", SMALL)
+
+    assert report.success
+    assert {o.name for o in report.warnings} == {"leakage_none", "copies_none"}
+    raise_on_failure(report)  # does not raise
+
+
+def test_cleaning_guard_fails_when_a_kept_training_image_is_in_test(tmp_path: Path) -> None:
+    """The guard checks cleaning's output independently: feed it a plan that kept a leak."""
+    root = write_fer_tree(tmp_path / "fer", per_class=2)
+    (root / "train/sad/leak.png").write_bytes((root / "test/sad/test_sad_0.png").read_bytes())
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, str(root))
+    records = read_manifest(ref.manifest_path)
+    profile = profile_dataset(root, records, pixel_records(ref, home), CleaningConfig())
+    images = profile.images.copy()
+    leak = images["relpath"] == "train/sad/leak.png"
+    assert images.loc[leak, "kept_in_test"].tolist() == [None]  # cleaning removed it
+    images.loc[leak, "kept_in_test"] = True  # a broken cleaning step would have kept it
+
+    run = run_suites(replace(profile, images=images), SMALL, home / "gx", "guard")
+
+    outcome = next(o for o in run.outcomes if o.name == "cleaned_train_disjoint_from_test")
+    assert not outcome.success and outcome.severity == "critical"
+    assert "train/sad/leak.png" in outcome.message
+
+
+def test_make_offline_drops_remote_assets_and_links_the_local_stylesheet() -> None:
+    page = (
+        '<html><head><link rel="stylesheet" href="https://cdn.example/b.css"/>'
+        '<script src="https://cdn.example/j.js" integrity="x"></script>'
+        '<link rel="shortcut icon" href="../static/images/favicon.ico"/></head>'
+        '<body><img src="https://assets.example/logo.png" alt="logo">'
+        "<script>var inline = 1;</script></body></html>"
+    )
+
+    offline = make_offline(page, "../..")
+
+    assert "https://" not in offline
+    assert '<link rel="stylesheet" href="../../static/offline.css"></head>' in offline
+    assert 'src="../../static/images/logo-long.png"' in offline
+    assert "favicon.ico" in offline and "var inline = 1;" in offline

@@ -1,0 +1,258 @@
+"""The dataset as tables that Great Expectations can check.
+
+GX has no image type, so a dataset becomes three DataFrames:
+
+* :func:`image_table`: one row per image file, the manifest plus decoded facts (decodes?,
+  pixel hash and standard deviation) and per-image flags: near-blank, a repeat of an earlier
+  image's pixels, part of a label-conflicting group, a test image leaked from train, and a
+  training image kept by cleaning that still occurs in test;
+* :func:`class_table`: one row per class: folder present?, count and share in each split, and
+  how far the test share is from the train share;
+* :func:`summary_table`: one row of dataset-wide figures (totals, imbalance ratio, leakage,
+  copies, near-blank images, what cleaning removed).
+
+A flag that does not apply to a row (leakage of a training image, say) is left empty: GX skips
+missing values, so ``mostly`` bounds are fractions of the rows the flag applies to.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.cleaning import CleaningConfig, CleaningReport, PixelRecord, clean_train
+from model.dataset import CLASSES, SPLITS, ImageRecord, class_folders
+
+
+@dataclass(frozen=True)
+class DatasetProfile:
+    """A dataset's tables and its cleaning plan."""
+
+    images: pd.DataFrame
+    classes: pd.DataFrame
+    summary: pd.DataFrame
+    cleaning: CleaningReport
+
+
+def _flag(values: Sequence[bool | None]) -> pd.Series:
+    # Object dtype with None for "does not apply": GX's pandas engine treats None as missing.
+    return pd.Series(list(values), dtype=object)
+
+
+def image_table(
+    records: Sequence[ImageRecord],
+    pixels: Sequence[PixelRecord],
+    cleaning: CleaningReport,
+    config: CleaningConfig,
+) -> pd.DataFrame:
+    """One row per image: manifest columns, decoded facts and quality flags.
+
+    Args:
+        records: the manifest.
+        pixels: decoded facts of the images of known classes (:func:`pixel_records`).
+        cleaning: the cleaning plan made from ``pixels``.
+        config: the near-blank threshold.
+
+    Returns:
+        Columns ``split label relpath sha256 bytes decodes width height mode pixel_sha256
+        pixel_std near_blank repeats_earlier label_conflict leaked_from_train kept_in_test``.
+        Size and mode are missing for files that do not decode; pixel facts and flags are
+        missing for those and for images outside the known classes.
+    """
+    facts = {(p.split, p.relpath): p for p in pixels}
+    removed = {path for paths in cleaning.removed.values() for path in paths}
+    by_pixels: dict[str, list[PixelRecord]] = {}
+    for p in pixels:
+        if p.pixel_sha256:
+            by_pixels.setdefault(p.pixel_sha256, []).append(p)
+    train_pixels = {p.pixel_sha256 for p in pixels if p.split == "train" and p.pixel_sha256}
+    test_pixels = {p.pixel_sha256 for p in pixels if p.split == "test" and p.pixel_sha256}
+
+    rows = []
+    seen: set[str] = set()
+    for record in records:
+        fact = facts.get((record.split, record.relpath))
+        digest = fact.pixel_sha256 if fact else ""
+        row = {
+            "split": record.split,
+            "label": record.label,
+            "relpath": record.relpath,
+            "sha256": record.sha256,
+            "bytes": record.bytes,
+            "decodes": record.decodes,
+            "width": record.width if record.decodes else None,
+            "height": record.height if record.decodes else None,
+            "mode": record.mode if record.decodes else None,
+            "pixel_sha256": digest or None,
+            "pixel_std": fact.pixel_std if digest else np.nan,
+            "near_blank": None,
+            "repeats_earlier": None,
+            "label_conflict": None,
+            "leaked_from_train": None,
+            "kept_in_test": None,
+        }
+        if fact is not None and digest:
+            group = by_pixels[digest]
+            row["near_blank"] = fact.pixel_std < config.near_blank_std
+            row["repeats_earlier"] = digest in seen
+            row["label_conflict"] = len({p.label for p in group}) > 1
+            seen.add(digest)
+            if record.split == "test":
+                row["leaked_from_train"] = digest in train_pixels
+            elif record.relpath not in removed:
+                # The cleaning step's own guarantee, checked independently of its rules.
+                row["kept_in_test"] = digest in test_pixels
+        rows.append(row)
+
+    table = pd.DataFrame(rows, columns=list(_IMAGE_COLUMNS))
+    for column in ("width", "height"):
+        table[column] = table[column].astype("Int64")
+    for column in _FLAG_COLUMNS:
+        table[column] = _flag(table[column].tolist())
+    table["pixel_std"] = table["pixel_std"].astype(float)
+    return table
+
+
+_FLAG_COLUMNS = (
+    "near_blank",
+    "repeats_earlier",
+    "label_conflict",
+    "leaked_from_train",
+    "kept_in_test",
+)
+_IMAGE_COLUMNS = (
+    "split",
+    "label",
+    "relpath",
+    "sha256",
+    "bytes",
+    "decodes",
+    "width",
+    "height",
+    "mode",
+    "pixel_sha256",
+    "pixel_std",
+    *_FLAG_COLUMNS,
+)
+
+
+def class_table(
+    records: Sequence[ImageRecord], folders: set[tuple[str, str]], classes: Sequence[str]
+) -> pd.DataFrame:
+    """One row per class: folder present?, image count and share per split, share shift.
+
+    Args:
+        records: the manifest.
+        folders: the (split, class) folders that exist (:func:`class_folders`).
+        classes: the expected classes, in label order.
+
+    Returns:
+        Rows for the expected classes in order, then for unexpected class folders (sorted).
+        Columns ``label expected`` and per split ``<split>_present <split>_count
+        <split>_share``, then ``share_shift``: |test share - train share|. Counts and shares
+        are missing where a folder is; shares are over the expected classes.
+    """
+    counts = Counter((r.split, r.label) for r in records)
+    found = {label for _, label in folders} | {label for _, label in counts}
+    labels = list(classes) + sorted(found - set(classes))
+    totals = {
+        split: sum(counts[(split, label)] for label in classes if (split, label) in folders)
+        for split in SPLITS
+    }
+    rows = []
+    for label in labels:
+        expected = label in classes
+        row: dict[str, object] = {"label": label, "expected": expected}
+        for split in SPLITS:
+            present = (split, label) in folders
+            count = counts[(split, label)] if present else None
+            # Presence is asked of the expected classes only; an extra folder is its own check.
+            row[f"{split}_present"] = present if expected else None
+            row[f"{split}_count"] = count
+            row[f"{split}_share"] = (
+                count / totals[split]
+                if count is not None and label in classes and totals[split]
+                else np.nan
+            )
+        row["share_shift"] = abs(row["test_share"] - row["train_share"])  # type: ignore[operator]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for split in SPLITS:
+        table[f"{split}_count"] = table[f"{split}_count"].astype("Int64")
+        table[f"{split}_present"] = _flag(table[f"{split}_present"].tolist())
+    return table
+
+
+def summary_table(
+    images: pd.DataFrame, classes: pd.DataFrame, cleaning: CleaningReport
+) -> pd.DataFrame:
+    """One row of dataset-wide figures.
+
+    Args:
+        images: :func:`image_table`.
+        classes: :func:`class_table`.
+        cleaning: the cleaning plan.
+
+    Returns:
+        Columns: images per split, ``imbalance_ratio`` (largest/smallest train class of the
+        expected ones; missing when one is empty or absent), the raw duplicate and leakage
+        figures, and the training images cleaning keeps and removes per reason.
+    """
+    expected = classes[classes["expected"]]
+    train_counts = expected["train_count"]
+    smallest = train_counts.min(skipna=False) if len(train_counts) else 0
+    ratio = (
+        float(train_counts.max() / smallest)
+        if len(train_counts) and not pd.isna(smallest) and smallest > 0
+        else np.nan
+    )
+    stats = cleaning.stats
+    test_images = int((images["split"] == "test").sum())
+    row: dict[str, object] = {
+        "train_images": int((images["split"] == "train").sum()),
+        "test_images": test_images,
+        "undecodable_images": int((~images["decodes"]).sum()),
+        "imbalance_ratio": ratio,
+        "duplicate_groups": stats.groups,
+        "extra_copies": stats.extra_copies,
+        "cross_split_groups": stats.cross_split_groups,
+        "leaked_test_images": stats.leaked_test_images,
+        "leaked_test_fraction": stats.leaked_test_images / test_images if test_images else 0.0,
+        "conflicting_label_groups": stats.conflicting_label_groups,
+        "near_blank_images": stats.near_blank,
+        "train_after_cleaning": cleaning.train_after,
+        **{f"removed_{reason}": count for reason, count in cleaning.removed_counts.items()},
+    }
+    return pd.DataFrame([row])
+
+
+def profile_dataset(
+    root: Path,
+    records: Sequence[ImageRecord],
+    pixels: Sequence[PixelRecord],
+    config: CleaningConfig,
+    classes: Sequence[str] = CLASSES,
+) -> DatasetProfile:
+    """Build the three tables and the cleaning plan of a dataset.
+
+    Args:
+        root: the dataset folder (for its class folders, empty ones included).
+        records: its manifest.
+        pixels: decoded facts (:func:`model.cleaning.pixel_records`).
+        config: cleaning thresholds (the same ones training uses).
+        classes: expected classes.
+
+    Returns:
+        The profile.
+    """
+    cleaning = clean_train(pixels, config)
+    images = image_table(records, pixels, cleaning, config)
+    classes_frame = class_table(records, class_folders(root), classes)
+    return DatasetProfile(
+        images, classes_frame, summary_table(images, classes_frame, cleaning), cleaning
+    )
