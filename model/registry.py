@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mimetypes
 import os
 import tempfile
 import uuid
@@ -248,10 +249,28 @@ class ModelRegistry:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 if path.name not in exclude:
                     key = f"{prefix}/{path.relative_to(folder).as_posix()}"
-                    self.client.upload_file(str(path), self.bucket, key)
+                    # A content type lets a browser show a report page instead of saving it.
+                    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                    self.client.upload_file(
+                        str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+                    )
         except (ClientError, BotoCoreError) as error:
             raise RegistryError(self._explain(error, self.uri(prefix))) from error
         return self.uri(prefix)
+
+    def presigned_url(self, key: str, expires_seconds: int = 7 * 24 * 3600) -> str:
+        """A link that reads one object without credentials until it expires.
+
+        Args:
+            key: the object's key.
+            expires_seconds: lifetime; S3's signature version 4 allows at most 7 days.
+
+        Returns:
+            An http(s) URL (computed locally; nothing is sent to the store).
+        """
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_seconds
+        )
 
     def read_manifest(self, version: str) -> dict[str, Any]:
         """The manifest of a complete version.

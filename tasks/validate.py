@@ -23,12 +23,13 @@ def validate_dataset_task(
     current = settings()
     run_name = flow_run.get_name() or ref.fingerprint[:12]
     report = validate_ref(ref, current.home_dir, run_name, config, cleaning)
-    location = None
+    location = link = None
     if report.report_dir is not None:
         registry = ModelRegistry.from_settings(current)
-        uri = registry.upload_folder(report.report_dir, f"reports/{run_name}/data_quality")
-        location = f"{uri}/index.html"
-    _publish_artifacts(report, location)
+        prefix = f"reports/{run_name}/data_quality"
+        location = f"{registry.upload_folder(report.report_dir, prefix)}/index.html"
+        link = registry.presigned_url(f"{prefix}/index.html")
+    _publish_artifacts(report, location, link)
     get_run_logger().info(
         "data quality %s: %d critical failures, %d warnings; report %s",
         "passed" if report.success else "FAILED",
@@ -40,13 +41,14 @@ def validate_dataset_task(
     return report
 
 
-def _publish_artifacts(report: QualityReport, location: str | None) -> None:
+def _publish_artifacts(report: QualityReport, location: str | None, link: str | None) -> None:
     verdict = "passed" if report.success else "FAILED"
     lines = [
         f"**{verdict}**: {len(report.outcomes)} checks on dataset `{report.fingerprint[:12]}` "
         f"({report.root}); {len(report.critical_failures)} critical failures, "
         f"{len(report.warnings)} warnings",
         "",
+        f"[Open the report]({link}) (link valid 7 days)" if link else "",
         f"Report (self-contained HTML + Data Docs): `{location}`" if location else "",
         f"Local copy: `{report.index}`" if report.index else "",
         f"Cleaning plan (every removed path): `{report.cleaning_path}`",

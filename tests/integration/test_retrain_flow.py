@@ -6,6 +6,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from flows.cli import run_retrain
@@ -140,8 +141,14 @@ def test_data_quality_report_is_in_the_store_and_the_ui(
     assert all(row["train"] == 30 and row["test"] == 10 for row in classes)
     failures = json.loads(artifacts["data-quality-failures"])
     assert all(row["severity"] in ("warning", "") for row in failures)  # the run passed
-    link = f"s3://{services.s3_bucket}/reports/{run_name}/data_quality/index.html"
-    assert link in artifacts["data-quality"]
+    uri = f"s3://{services.s3_bucket}/reports/{run_name}/data_quality/index.html"
+    assert uri in artifacts["data-quality"]
+    # The artifact's link opens the front page in a browser, no credentials needed.
+    link = re.search(r"\[Open the report\]\((http[^)]+)\)", artifacts["data-quality"])
+    assert link is not None
+    page = httpx.get(link.group(1), timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert f"Data quality: {run_name}" in page.text and "PASSED" in page.text
 
     registry = ModelRegistry.from_settings(services)
     prefix = f"reports/{run_name}/data_quality/"

@@ -217,3 +217,23 @@ def test_make_offline_drops_remote_assets_and_links_the_local_stylesheet() -> No
     assert '<link rel="stylesheet" href="../../static/offline.css"></head>' in offline
     assert 'src="../../static/images/logo-long.png"' in offline
     assert "favicon.ico" in offline and "var inline = 1;" in offline
+
+
+def test_local_gx_history_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import validation.suite
+
+    monkeypatch.setattr(validation.suite, "KEEP_RUNS", 2)
+    root = write_fer_tree(tmp_path / "fer", per_class=2)
+    home = tmp_path / "home"
+    ref = index_dataset(root, home, str(root))
+
+    for run in ("first", "second", "third"):
+        validate_ref(ref, home, run, SMALL)
+
+    site = next((home / "gx").rglob("local_site"))
+    assert sorted(p.name for p in (site / "validations" / "fer_images").iterdir()) == [
+        "second",
+        "third",
+    ]
+    results = list((home / "gx").rglob("uncommitted/validations/**/*.json"))
+    assert len(results) == 2 * 3  # two runs, three tables each
