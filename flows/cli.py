@@ -14,7 +14,6 @@ import typer
 
 from model.errors import ConfigError, FerError, ServiceError
 from model.gate import GateConfig
-from model.network import NetworkConfig
 from model.settings import Settings, get_settings
 from model.train import TrainConfig
 
@@ -38,10 +37,20 @@ app.add_typer(services_app, name="services")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-Epochs = Annotated[int, typer.Option(help="Maximum training epochs.", min=1)]
-BatchSize = Annotated[int, typer.Option(help="Images per training step.", min=1)]
-LearningRate = Annotated[float, typer.Option(help="Adam learning rate.", min=0)]
-Seed = Annotated[int, typer.Option(help="Seed for the validation split and weight init.")]
+ProfileOption = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        help="Training profile: `quick` (small net, 5 epochs) or `cpu` (the nightly recipe, "
+        "57-minute budget on 2 cores); the options below override its values.",
+    ),
+]
+Epochs = Annotated[int | None, typer.Option(help="Maximum training epochs.", min=1)]
+BatchSize = Annotated[int | None, typer.Option(help="Images per training step.", min=1)]
+LearningRate = Annotated[float | None, typer.Option(help="Peak learning rate.", min=0)]
+Seed = Annotated[
+    int | None, typer.Option(help="Seed for the validation split, weight init and augmentation.")
+]
 MinAccuracy = Annotated[
     float, typer.Option(help="Gate: lowest test accuracy that may be promoted.", min=0, max=1)
 ]
@@ -208,24 +217,24 @@ def run_retrain(
     return str(state.result())
 
 
-def _train_config(epochs: int, batch_size: int, learning_rate: float, seed: int) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        network=NetworkConfig(),
-    )
+def _train_config(profile: str, **overrides: int | float | None) -> TrainConfig:
+    """The profile's config with the options the user gave applied on top."""
+    if profile not in ("quick", "cpu"):
+        raise ConfigError(f"unknown --profile {profile!r}; choose quick or cpu")
+    base = TrainConfig.profile(profile)  # type: ignore[arg-type]
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return TrainConfig.model_validate({**base.model_dump(), **given})
 
 
 @app.command()
 @_clear_errors
 def retrain(
     dataset: Dataset = None,
-    epochs: Epochs = TrainConfig.model_fields["epochs"].default,
-    batch_size: BatchSize = TrainConfig.model_fields["batch_size"].default,
-    learning_rate: LearningRate = TrainConfig.model_fields["learning_rate"].default,
-    seed: Seed = TrainConfig.model_fields["seed"].default,
+    profile: ProfileOption = "quick",
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    seed: Seed = None,
     min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
     quality_config: QualityConfigFile = None,
 ) -> None:
@@ -234,7 +243,9 @@ def retrain(
     version = run_retrain(
         settings,
         dataset,
-        _train_config(epochs, batch_size, learning_rate, seed),
+        _train_config(
+            profile, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+        ),
         GateConfig(min_accuracy=min_accuracy),
         _quality_config(quality_config),
     )
@@ -289,8 +300,9 @@ def models() -> None:
 @_clear_errors
 def up(
     dataset: Dataset = None,
-    epochs: Epochs = TrainConfig.model_fields["epochs"].default,
-    batch_size: BatchSize = TrainConfig.model_fields["batch_size"].default,
+    profile: ProfileOption = "quick",
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
     min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
     quality_config: QualityConfigFile = None,
 ) -> None:
@@ -301,12 +313,7 @@ def up(
     settings = get_settings()
     services_up(settings)
     typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")
-    config = _train_config(
-        epochs,
-        batch_size,
-        TrainConfig.model_fields["learning_rate"].default,
-        TrainConfig.model_fields["seed"].default,
-    )
+    config = _train_config(profile, epochs=epochs, batch_size=batch_size)
     try:
         version = run_retrain(
             settings, dataset, config, GateConfig(min_accuracy=min_accuracy), quality
@@ -433,3 +440,52 @@ def data_validate(source: SourceArgument, quality_config: QualityConfigFile = No
         typer.secho(f"FAILED critical check(s): {names}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo("data quality passed")
+
+
+def _model_file(spec: str, settings: Settings) -> Path:
+    """A local ``.keras`` file for ``champion``, a version id in the store, or a path."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    from model.errors import RegistryError
+    from model.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings)
+    if spec == "champion":
+        pointer = registry.champion()
+        if pointer is None:
+            raise RegistryError("no champion has been promoted yet; run `fer retrain` first")
+        version, sha256 = pointer.version, pointer.sha256
+    else:
+        version = spec
+        sha256 = registry.read_manifest(version)["files"]["model.keras"]["sha256"]
+    return registry.download_model(version, settings.home_dir / "models", sha256)
+
+
+@app.command()
+@_clear_errors
+def evaluate(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="A .keras file, a version id in the store, or `champion` (downloaded and "
+            "sha256-verified)."
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Labelled images: a folder DIR/<class>/* or DIR/test/<class>/*, or a CSV "
+            "with path and label columns."
+        ),
+    ],
+) -> None:
+    """Score a model on labelled images; print accuracy, per-class metrics, ECE as JSON."""
+    import json
+
+    from model.evaluate import load_labelled_images, score_model
+    from model.predict import load_keras_model
+
+    x, y = load_labelled_images(data)
+    metrics = score_model(load_keras_model(_model_file(model, get_settings())), x, y, str(data))
+    typer.echo(json.dumps({"model": model, "data": str(data), **metrics.model_dump()}, indent=2))

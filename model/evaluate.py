@@ -6,13 +6,19 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from model.dataset import CLASSES, DatasetRef, arrays_dir, load_split
+from model.calibration import expected_calibration_error, softmax
+from model.dataset import CLASSES, IMAGE_SUFFIXES, DatasetRef, arrays_dir, load_split
+from model.errors import DatasetError
 from model.predict import load_keras_model
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class Metrics(BaseModel):
     per_class: dict[str, ClassMetrics]
     confusion: list[list[int]]
     dataset_fingerprint: str
+    ece: float | None = None
+    ece_uncalibrated: float | None = None
 
 
 def compute_metrics(
@@ -125,6 +133,19 @@ def plot_confusion(metrics: Metrics, path: Path, classes: Sequence[str] = CLASSE
     return path
 
 
+def _calibration_errors(
+    model: keras.Model, pixels: np.ndarray, probabilities: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
+    """ECE of the served (calibrated) probabilities and, where the model has logits, before."""
+    from model.network import logits_model
+
+    errors = {"ece": expected_calibration_error(probabilities, y)}
+    if "logits" in {layer.name for layer in model.layers}:
+        logits = logits_model(model).predict(pixels, batch_size=512, verbose=0)
+        errors["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y)
+    return errors
+
+
 def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path) -> Metrics:
     """Score a saved model on the dataset's ``test/`` split and write metrics and plot.
 
@@ -138,11 +159,116 @@ def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path)
         The metrics.
     """
     x, y = load_split(ref, "test", arrays_dir(home))
-    model = load_keras_model(model_path)
-    probabilities = model.predict(x.astype("float32"), batch_size=512, verbose=0)
-    metrics = compute_metrics(y, np.argmax(probabilities, axis=1), ref.fingerprint)
+    metrics = score_model(load_keras_model(model_path), x, y, ref.fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics.model_dump(), indent=2))
     plot_confusion(metrics, out_dir / CONFUSION_FILE)
     logger.info("test accuracy %.4f on %d images", metrics.accuracy, metrics.n_test)
     return metrics
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from model.predict import to_model_input
+
+    try:
+        with Image.open(path) as image:
+            return to_model_input(image)
+    except (OSError, UnidentifiedImageError) as error:
+        raise DatasetError(
+            f"{path} is not a readable image ({error}); remove or replace it"
+        ) from error
+
+
+def _label_index(value: str, where: str, classes: Sequence[str]) -> int:
+    text = value.strip().lower()
+    if text in classes:
+        return classes.index(text)
+    if text.isdigit() and int(text) < len(classes):
+        return int(text)
+    raise DatasetError(
+        f"{where}: label {value!r} is neither a class name ({', '.join(classes)}) nor an index "
+        f"0-{len(classes) - 1}"
+    )
+
+
+def load_labelled_images(
+    source: Path, classes: Sequence[str] = CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read labelled images from a folder in FER layout or a CSV of paths and labels.
+
+    Accepted: ``DIR/<class>/*``, ``DIR/test/<class>/*`` (the test split is taken), or a CSV
+    with a header whose columns include a path (``path``, ``image``, ``file`` or
+    ``filename``; relative to the CSV's folder) and a label (``label``, ``emotion`` or
+    ``class``; a class name or an index). Images of any size and mode are converted to
+    48x48 gray.
+
+    Args:
+        source: the folder or CSV file.
+        classes: class names in label-index order.
+
+    Returns:
+        ``(x, y)``: uint8 images N x 48 x 48 x 1 and label indices.
+
+    Raises:
+        DatasetError: if the source is missing, empty or malformed; the message says which.
+    """
+    import csv
+
+    classes = [c.lower() for c in classes]
+    if source.is_file() and source.suffix.lower() == ".csv":
+        with source.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = {name.strip().lower(): name for name in reader.fieldnames or []}
+            path_key = next(
+                (fields[k] for k in ("path", "image", "file", "filename") if k in fields), None
+            )
+            label_key = next(
+                (fields[k] for k in ("label", "emotion", "class") if k in fields), None
+            )
+            if path_key is None or label_key is None:
+                raise DatasetError(
+                    f"{source} needs a header with a path column (path/image/file/filename) and "
+                    f"a label column (label/emotion/class); found {list(fields)}"
+                )
+            rows = [(row[path_key], row[label_key], n) for n, row in enumerate(reader, start=2)]
+        items = [
+            (source.parent / path, _label_index(label, f"{source}:{line}", classes))
+            for path, label, line in rows
+        ]
+    elif source.is_dir():
+        root = source / "test" if (source / "test").is_dir() else source
+        items = [
+            (path, classes.index(folder.name.lower()))
+            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+            if folder.name.lower() in classes
+            for path in sorted(folder.iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    else:
+        raise DatasetError(
+            f"{source} is neither a folder (DIR/<class>/* or DIR/test/<class>/*) nor a .csv file"
+        )
+    if not items:
+        raise DatasetError(f"no labelled images found in {source}")
+    x = np.stack([_read_image(path) for path, _ in items])
+    return x, np.array([label for _, label in items], dtype=np.int64)
+
+
+def score_model(model: keras.Model, x: np.ndarray, y: np.ndarray, source: str) -> Metrics:
+    """Metrics of a loaded model on labelled images (no files written).
+
+    Args:
+        model: a Keras model from raw pixels to probabilities.
+        x: uint8 images N x 48 x 48 x 1.
+        y: label indices.
+        source: what the images are (recorded as the fingerprint field).
+
+    Returns:
+        Accuracy, macro F1, per-class metrics, confusion matrix and calibration errors.
+    """
+    pixels = np.asarray(x, dtype=np.float32)
+    probabilities = model.predict(pixels, batch_size=512, verbose=0)
+    metrics = compute_metrics(y, np.argmax(probabilities, axis=1), source)
+    return metrics.model_copy(update=_calibration_errors(model, pixels, probabilities, y))

@@ -14,6 +14,7 @@ from model.gate import GateConfig
 from model.train import TrainConfig, TrainResult
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_CARD_FILE = "model_card.md"
 
 
 def code_version() -> str:
@@ -83,9 +84,79 @@ def make_manifest(
         "training": {
             "epochs_run": trained.epochs_run,
             "best_val_accuracy": trained.best_val_accuracy,
+            "temperature": trained.temperature,
             "history": json.loads(trained.history_path.read_text()),
         },
         "cleaning": _cleaning_summary(trained, reports_uri),
         "reports": reports_uri,
         "code_version": code_version(),
     }
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """A model card (markdown) generated from a version's manifest.
+
+    Args:
+        manifest: the manifest from :func:`make_manifest`.
+
+    Returns:
+        The card: intended use, data and its known problems, metrics per class, calibration,
+        limitations, and where emotion recognition is restricted.
+    """
+    metrics = manifest["metrics"]
+    training = manifest["training"]
+    cleaning = manifest.get("cleaning") or {}
+    rows = "\n".join(
+        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in metrics["per_class"].items()
+    )
+    ece = metrics.get("ece")
+    ece_before = metrics.get("ece_uncalibrated")
+    calibration = (
+        f"Softmax temperature {training.get('temperature', 1.0):.3f}, fitted on the validation "
+        f"split. Expected calibration error on test: "
+        f"{'n/a' if ece_before is None else f'{ece_before:.4f}'} before, "
+        f"{'n/a' if ece is None else f'{ece:.4f}'} after (the served probabilities)."
+    )
+    return f"""# Model card: FER emotion classifier
+
+## Intended use
+Classifies the facial expression in a 48x48 grayscale face crop into one of seven classes
+({", ".join(manifest["classes"])}), for research, demos and aggregate analysis (how a room or a
+video reacts overall). Outputs are probabilities of a *shown* expression, not of what a person
+feels.
+
+## Not for
+Decisions about individuals: hiring, performance or behaviour assessment, education,
+policing, border control, health or insurance. The EU AI Act (Regulation 2024/1689, art. 5)
+prohibits inferring emotions of people in workplaces and education institutions (except for
+medical or safety reasons) and treats most other emotion recognition as high-risk; other
+jurisdictions restrict it too. Check the law where you deploy.
+
+## Data
+FER2013 layout, dataset fingerprint `{manifest["dataset"]["fingerprint"][:12]}` from
+`{manifest["dataset"]["source"]}`. FER2013 is web-scraped: its labels are noisy (human
+agreement is about 65 %), its faces skew towards young, light-skinned adults and posed or
+acted expressions, and it has few disgust images (~1.5 %). Before training, cleaning removed
+from train every image whose pixels occur in test, duplicates, label-conflicting copies and
+near-blank frames: {cleaning.get("train_before", "?")} -> {cleaning.get("train_after", "?")}
+training images ({cleaning.get("removed_counts", {})}).
+
+## Metrics (test split, {metrics["n_test"]} images)
+Accuracy {metrics["accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}; best validation
+accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epochs.
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+{calibration}
+
+## Limitations
+- Expects one roughly frontal, centred face per crop; profile views, occlusion, low light and
+  children are under-represented in training and score worse.
+- Disgust and fear are the weakest classes; fear is often confused with sad and surprise.
+- Accuracy is measured on FER2013's own test split; other populations and cameras differ.
+- Trained with code version `{manifest.get("code_version", "unknown")}` and the train config
+  in `manifest.json`.
+"""

@@ -1,13 +1,37 @@
-"""The CNN: a pure factory with preprocessing inside the model."""
+"""The CNN: a pure factory with preprocessing (and training-time augmentation) inside the model.
+
+Augmentation layers are part of the model and active only in training, so the same code runs
+on any Keras backend and device, and serving feeds raw pixels exactly as training did.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import keras
+
+
+class AugmentConfig(BaseModel):
+    """Training-time augmentation (inactive at inference)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flip: bool = Field(True, description="Random horizontal flip.")
+    translate: float = Field(0.1, ge=0, le=0.5, description="Random shift, fraction of size.")
+    zoom: float = Field(0.1, ge=0, le=0.5, description="Random zoom in or out, fraction.")
+    rotate_degrees: float = Field(10.0, ge=0, le=45, description="Random rotation, degrees.")
+    contrast: float = Field(0.2, ge=0, le=1, description="Random contrast change, fraction.")
+    erase: float = Field(
+        0.0, ge=0, le=1, description="Probability of erasing a random rectangle (0: off)."
+    )
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        """No augmentation at all."""
+        return cls(flip=False, translate=0, zoom=0, rotate_degrees=0, contrast=0, erase=0)
 
 
 class NetworkConfig(BaseModel):
@@ -16,25 +40,70 @@ class NetworkConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     filters: tuple[int, ...] = Field(
-        (32, 64, 128), min_length=1, description="Filters of each conv block (two convs each)."
+        (32, 64, 128), min_length=1, description="Filters of each conv block."
+    )
+    convs_per_block: int = Field(2, ge=1, le=4, description="3x3 convolutions per block.")
+    batch_norm: bool = Field(False, description="BatchNorm after each convolution.")
+    head: Literal["flatten", "gap"] = Field(
+        "flatten", description="Flatten the last block, or global-average-pool it."
     )
     dense_units: int = Field(128, ge=8, description="Units of the hidden dense layer.")
     conv_dropout: float = Field(0.25, ge=0.0, lt=1.0, description="Dropout after each block.")
     dense_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout before the output.")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig.off, description="Training-time augmentation layers."
+    )
+
+
+def _augmentation(config: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
+    from keras import layers
+
+    stack: list[keras.layers.Layer] = []
+    if config.flip:
+        stack.append(layers.RandomFlip("horizontal", seed=seed, name="aug_flip"))
+    if config.rotate_degrees:
+        stack.append(
+            layers.RandomRotation(config.rotate_degrees / 360, seed=seed + 1, name="aug_rotate")
+        )
+    if config.zoom:
+        stack.append(layers.RandomZoom(config.zoom, seed=seed + 2, name="aug_zoom"))
+    if config.translate:
+        stack.append(
+            layers.RandomTranslation(
+                config.translate, config.translate, seed=seed + 3, name="aug_translate"
+            )
+        )
+    if config.contrast:
+        stack.append(
+            layers.RandomContrast(
+                config.contrast, value_range=(0, 1), seed=seed + 4, name="aug_contrast"
+            )
+        )
+    if config.erase:
+        stack.append(
+            layers.RandomErasing(
+                factor=config.erase, scale=(0.02, 0.2), value_range=(0, 1), seed=seed + 5,
+                name="aug_erase",
+            )
+        )  # fmt: skip
+    return stack
 
 
 def build_model(
-    config: NetworkConfig, input_shape: tuple[int, int, int], num_classes: int
+    config: NetworkConfig, input_shape: tuple[int, int, int], num_classes: int, seed: int = 0
 ) -> keras.Model:
     """Build an uncompiled VGG-style CNN that takes raw uint8 pixels.
 
-    Blocks of conv-ReLU, conv-ReLU, max-pool, dropout; then dense-ReLU, dropout, softmax.
-    Rescaling to [0, 1] is a layer of the model, so every consumer feeds raw pixels.
+    Rescaling to [0, 1], then the augmentation layers (training only), then blocks of
+    ``convs_per_block`` x (conv 3x3 [+ BatchNorm] + ReLU), max-pool and dropout; then
+    flatten or global average pooling, dense-ReLU, dropout and a float32 softmax (so mixed
+    precision keeps the probabilities in full precision).
 
     Args:
         config: the network shape.
         input_shape: (height, width, channels) of one image.
         num_classes: size of the softmax output.
+        seed: seed of the augmentation layers.
 
     Returns:
         The Keras model.
@@ -44,13 +113,57 @@ def build_model(
 
     inputs = keras.Input(shape=input_shape, name="pixels")
     x = layers.Rescaling(1.0 / 255.0)(inputs)
+    for layer in _augmentation(config.augment, seed):
+        x = layer(x)
     for index, filters in enumerate(config.filters):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}a")(x)
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}b")(x)
+        for conv in range(config.convs_per_block):
+            name = f"conv{index}{chr(ord('a') + conv)}"
+            x = layers.Conv2D(
+                filters, 3, padding="same", use_bias=not config.batch_norm, name=name
+            )(x)
+            if config.batch_norm:
+                x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2)(x)
-        x = layers.Dropout(config.conv_dropout)(x)
-    x = layers.Flatten()(x)
+        if config.conv_dropout:
+            x = layers.Dropout(config.conv_dropout)(x)
+    x = layers.GlobalAveragePooling2D()(x) if config.head == "gap" else layers.Flatten()(x)
     x = layers.Dense(config.dense_units, activation="relu")(x)
     x = layers.Dropout(config.dense_dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # Logits and softmax as separate float32 layers: temperature scaling goes between them.
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="fer_cnn")
+
+
+def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
+    """The same network with its logits divided by ``temperature`` before the softmax.
+
+    Args:
+        model: a model from :func:`build_model` (it has a ``logits`` layer).
+        temperature: the fitted temperature (> 0).
+
+    Returns:
+        A model sharing ``model``'s layers and weights, whose probabilities are calibrated.
+    """
+    import keras
+    from keras import layers
+
+    logits = model.get_layer("logits").output
+    scaled = layers.Rescaling(1.0 / temperature, dtype="float32", name="temperature")(logits)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(scaled)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """A view of ``model`` that outputs the uncalibrated logits.
+
+    Args:
+        model: a model from :func:`build_model` or :func:`with_temperature`.
+
+    Returns:
+        A model sharing its layers, ending at the ``logits`` layer.
+    """
+    import keras
+
+    return keras.Model(model.input, model.get_layer("logits").output)

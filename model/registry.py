@@ -16,6 +16,7 @@ import mimetypes
 import os
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,12 +181,15 @@ class ModelRegistry:
             raise RegistryError(self._explain(error, self.uri(key))) from error
         return json.loads(response["Body"].read()), response["ETag"]
 
-    def publish_version(self, model_path: Path, manifest: dict[str, Any]) -> str:
+    def publish_version(
+        self, model_path: Path, manifest: dict[str, Any], extra_files: Sequence[Path] = ()
+    ) -> str:
         """Upload a model as a new immutable version; the manifest is written last.
 
         Args:
             model_path: the ``.keras`` file.
             manifest: metrics, lineage and config; file hashes and the version are added here.
+            extra_files: files stored beside the model (model card, ...), hashed likewise.
 
         Returns:
             The new version id.
@@ -198,13 +202,23 @@ class ModelRegistry:
         model_key = f"{prefix}/{MODEL_FILE}"
         digest = sha256_file(model_path)
         size = model_path.stat().st_size
+        files = {MODEL_FILE: {"sha256": digest, "bytes": size}}
+        files |= {
+            p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in extra_files
+        }
         full_manifest = {
             **manifest,
             "version": version,
             "created_at": datetime.now(UTC).isoformat(),
-            "files": {MODEL_FILE: {"sha256": digest, "bytes": size}},
+            "files": files,
         }
         try:
+            for path in extra_files:
+                content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                self.client.upload_file(
+                    str(path), self.bucket, f"{prefix}/{path.name}",
+                    ExtraArgs={"ContentType": content_type},
+                )  # fmt: skip
             # upload_file streams large files in parts; the hash is kept as metadata too.
             self.client.upload_file(
                 str(model_path), self.bucket, model_key, ExtraArgs={"Metadata": {"sha256": digest}}

@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from model.dataset import DatasetRef
 from model.evaluate import Metrics
 from model.gate import GateConfig
-from model.lineage import make_manifest
+from model.lineage import MODEL_CARD_FILE, make_manifest, model_card
 from model.registry import ChampionPointer, ModelRegistry
 from model.train import TrainConfig, TrainResult
 from tasks.common import retry_unless_platform_error, settings
@@ -35,7 +35,9 @@ def publish_model_task(
         trained.run_dir, f"reports/{trained.run_dir.name}", exclude=(trained.model_path.name,)
     )
     manifest = make_manifest(metrics, ref, trained, train_config, gate_config, reports)
-    version = registry.publish_version(trained.model_path, manifest)
+    card = trained.run_dir / MODEL_CARD_FILE
+    card.write_text(model_card(manifest))
+    version = registry.publish_version(trained.model_path, manifest, extra_files=[card])
     get_run_logger().info("published model version %s", version)
     return version
 

@@ -81,6 +81,17 @@ def test_retrain_publishes_and_promotes_with_lineage(
     confusion = manifest["metrics"]["confusion"]
     assert accuracy == pytest.approx(sum(confusion[k][k] for k in range(7)) / 70)
     assert manifest["train_config"]["epochs"] == 1
+    assert manifest["training"]["temperature"] > 0
+    assert manifest["metrics"]["ece"] is not None
+    assert set(manifest["files"]) == {"model.keras", "model_card.md"}
+    card = (
+        registry.client.get_object(
+            Bucket=services.s3_bucket, Key=f"models/{champion_version}/model_card.md"
+        )["Body"]
+        .read()
+        .decode()
+    )
+    assert "EU AI Act" in card and "| disgust |" in card and "Expected calibration" in card
     pointer = registry.champion()
     assert pointer.version == champion_version
     assert pointer.sha256 == manifest["files"]["model.keras"]["sha256"]
@@ -88,7 +99,14 @@ def test_retrain_publishes_and_promotes_with_lineage(
         Bucket=services.s3_bucket, Prefix=manifest["reports"].split("/", 3)[3] + "/"
     )
     names = {item["Key"].rsplit("/", 1)[1] for item in reports.get("Contents", [])}
-    assert {"metrics.json", "confusion_matrix.png", "history.json", "cleaning.json"} <= names
+    assert {
+        "metrics.json",
+        "confusion_matrix.png",
+        "history.json",
+        "cleaning.json",
+        "training_curves.png",
+        "calibration.json",
+    } <= names
     cleaning = manifest["cleaning"]
     assert cleaning["train_before"] == 210
     assert cleaning["train_after"] == 210 - sum(cleaning["removed_counts"].values())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model.dataset import CLASSES
-from model.network import NetworkConfig, build_model
+from model.network import AugmentConfig, NetworkConfig, build_model
 from model.predict import Predictor
 from model.train import TrainConfig, fit_model, split_train_validation
 
@@ -48,6 +48,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(tmp_path: Path) -> 
     history = json.loads(result.history_path.read_text())
     assert history["loss"][-1] < history["loss"][0]
     assert result.epochs_run == 4
+    curves = result.run_dir / "training_curves.png"
+    assert curves.read_bytes().startswith(b"\x89PNG")
     predictor = Predictor.from_file(result.model_path)
     probabilities = predictor.predict(x[0, ..., 0])
     assert list(probabilities) == list(CLASSES)
@@ -59,3 +61,76 @@ def test_train_config_rejects_nonsense() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ValueError):
         TrainConfig(validation_fraction=0.9)
+
+
+def test_time_budget_stops_early_and_keeps_the_best_epoch(tmp_path: Path) -> None:
+    x, y = _separable(10)
+    # A budget of about two epochs (after the slow first one) out of 100.
+    config = TrainConfig(epochs=100, batch_size=32, network=SMALL, time_budget_minutes=0.05)
+    result = fit_model(x, y, config, tmp_path)
+    history = json.loads(result.history_path.read_text())
+    assert 1 <= result.epochs_run < 100
+    assert len(history["val_accuracy"]) == result.epochs_run
+    assert result.best_val_accuracy == max(history["val_accuracy"])
+    assert not (tmp_path / "resume").exists()  # the backup is removed once the model is saved
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    """Train in a child process that is killed after its second epoch, then resume here."""
+    import subprocess
+    import sys
+    import textwrap
+
+    resume = tmp_path / "resume"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        import keras
+        from model.train import TrainConfig, fit_model
+        from model.network import NetworkConfig
+        from tests.unit.test_network_train import _separable
+
+        class Kill(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        x, y = _separable(10)
+        config = TrainConfig(epochs=4, batch_size=32, early_stopping_patience=None,
+                             network=NetworkConfig(filters=(8,), dense_units=16))
+        fit_model(x, y, config, Path({str(tmp_path)!r}), Path({str(resume)!r}), [Kill()])
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert child.returncode == -9, child.stderr[-2000:]
+    state = json.loads((resume / "plan.json").read_text())
+    assert len(state["seconds"]) == 2 and (resume / "best.keras").exists()
+
+    x, y = _separable(10)
+    config = TrainConfig(epochs=4, batch_size=32, early_stopping_patience=None, network=SMALL)
+    result = fit_model(x, y, config, tmp_path, resume)
+
+    assert result.epochs_run == 4  # 2 before the kill, 2 after
+    history = json.loads(result.history_path.read_text())
+    assert len(history["loss"]) == 4
+    assert history["loss"][:2] == [epoch["loss"] for epoch in state["history"]]
+    assert not resume.exists()
+
+
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path) -> None:
+    x, y = _separable(10)
+    augment = AugmentConfig(erase=0.5)
+    network = NetworkConfig(filters=(8,), dense_units=16, batch_norm=True, augment=augment)
+    config = TrainConfig(epochs=2, batch_size=32, network=network, precision="mixed_bfloat16")
+    result = fit_model(x, y, config, tmp_path)
+
+    import keras
+
+    model = keras.models.load_model(result.model_path)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    # Augmentation is part of the model but inactive outside training.
+    first = np.asarray(model(x[:4].astype(np.float32), training=False))
+    again = np.asarray(model(x[:4].astype(np.float32), training=False))
+    assert np.array_equal(first, again)
+    assert any(layer.name.startswith("aug_") for layer in model.layers)

@@ -1,0 +1,101 @@
+"""Training throughput: the platform's input pipeline vs a seed-style ``fit`` on Python lists.
+
+Same network (the ``cpu`` profile's), same images (a deterministic subset of the cleaned
+training split), same batch size, in one process:
+
+* seed    — the seed's way: a Python list of float32 images, ``np.array`` of it, one-hot
+  labels, ``model.fit(x, y, shuffle=True)`` (Keras's array adapter), float32;
+* platform-f32  — ``model.train``'s pipeline (uint8 kept in memory, a shuffled index per
+  epoch, one gather and cast per batch), float32;
+* platform-bf16 — the same pipeline with the ``cpu`` profile's mixed_bfloat16 compute.
+
+Each variant trains ``--epochs`` epochs; the first (tracing) is dropped and the table gives
+the median images/s of the others and the ratio to the seed.
+
+    uv run python bench/train.py --images 8000 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _timer() -> object:
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            self.seconds.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
+
+
+def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
+    """Train one variant; return images/s of each epoch after the first."""
+    import keras
+
+    from model.train import TrainConfig, _batches, _build, _optimizer
+
+    config = TrainConfig.profile("cpu")
+    precision = "mixed_bfloat16" if variant == "platform-bf16" else "float32"
+    keras.utils.set_random_seed(config.seed)
+    model = _build(config, precision)
+    model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy")
+    one_hot = np.eye(7, dtype=np.float32)[y]
+    timer = _timer()
+    if variant == "seed":
+        images = [image.astype(np.float32) for image in x]  # the seed's list of arrays
+        model.fit(
+            np.array(images), one_hot, batch_size=config.batch_size, epochs=epochs,
+            shuffle=True, callbacks=[timer], verbose=0,
+        )  # fmt: skip
+    else:
+        data = _batches(x, one_hot, config.batch_size, config.seed)
+        model.fit(data, epochs=epochs, shuffle=False, callbacks=[timer], verbose=0)
+    return [len(x) / s for s in timer.seconds[1:]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "fer2013")
+    parser.add_argument("--home", type=Path, default=Path.home() / ".fer")
+    parser.add_argument("--images", type=int, default=8000)
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+
+    from model.cleaning import CleaningConfig, cleaned_train_arrays
+    from model.dataset import index_dataset
+    from model.train import configure_threads
+
+    configure_threads()
+    ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
+    x, y, _ = cleaned_train_arrays(ref, args.home, CleaningConfig())
+    pick = np.random.default_rng(0).permutation(len(y))[: args.images]
+    x, y = np.ascontiguousarray(x[np.sort(pick)]), y[np.sort(pick)]
+
+    results = {v: run(v, x, y, args.epochs) for v in ("seed", "platform-f32", "platform-bf16")}
+    seed = statistics.median(results["seed"])
+    print(f"training throughput, {len(y)} images, {args.epochs - 1} timed epochs each (median)")
+    print(f"{'variant':<15}{'images/s':>10}{'vs seed':>9}   per epoch")
+    for name, rates in results.items():
+        median = statistics.median(rates)
+        each = ", ".join(f"{r:.0f}" for r in rates)
+        print(f"{name:<15}{median:>10.0f}{median / seed:>8.2f}x   {each}")
+
+
+if __name__ == "__main__":
+    main()
