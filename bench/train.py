@@ -64,8 +64,8 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
             shuffle=True, callbacks=[timer], verbose=0,
         )  # fmt: skip
     else:
-        data = _batches(x, one_hot, config.batch_size, config.seed)
-        model.fit(data, epochs=epochs, shuffle=False, callbacks=[timer], verbose=0)
+        data, steps = _batches(x, one_hot, config.batch_size, config.seed)
+        model.fit(data, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0)
     return [len(x) / s for s in timer.seconds[1:]]
 
 

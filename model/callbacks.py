@@ -59,7 +59,7 @@ def learning_rate_at(progress: float, peak: float, warmup: float, schedule: str)
 
 
 class TrainingPlan(keras.callbacks.Callback):
-    """Sets the learning rate each step, keeps to the time budget, and logs each epoch.
+    """Sets the learning rate each epoch, keeps to the time budget, and logs each epoch.
 
     Its state (epoch durations, per-epoch metrics, best validation accuracy) is written to
     ``state_path`` after every epoch, so a resumed run (``keras.callbacks.BackupAndRestore``)
@@ -70,7 +70,6 @@ class TrainingPlan(keras.callbacks.Callback):
         self,
         *,
         max_epochs: int,
-        steps_per_epoch: int,
         peak: float,
         warmup_epochs: float,
         schedule: str,
@@ -81,7 +80,6 @@ class TrainingPlan(keras.callbacks.Callback):
 
         Args:
             max_epochs: configured maximum epochs.
-            steps_per_epoch: optimizer steps per epoch.
             peak: peak learning rate.
             warmup_epochs: warm-up length in epochs.
             schedule: ``constant`` or ``cosine``.
@@ -90,7 +88,6 @@ class TrainingPlan(keras.callbacks.Callback):
         """
         super().__init__()
         self.max_epochs = max_epochs
-        self.steps_per_epoch = steps_per_epoch
         self.peak = peak
         self.warmup_epochs = warmup_epochs
         self.schedule = schedule
@@ -119,16 +116,17 @@ class TrainingPlan(keras.callbacks.Callback):
         }
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        """Note the epoch and its start time."""
+        """Set this epoch's learning rate from the plan (at the epoch's midpoint).
+
+        Per epoch, not per step: a per-step hook makes some backends (JAX) copy every
+        variable back to the host after each step.
+        """
         self._epoch = epoch
         self._started = time.perf_counter()
-
-    def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
-        """Set this step's learning rate from the plan."""
-        total = max(self.planned * self.steps_per_epoch, 1)
-        progress = (self._epoch * self.steps_per_epoch + batch) / total
-        warmup = self.warmup_epochs / max(self.planned, 1)
-        rate = learning_rate_at(progress, self.peak, warmup, self.schedule)
+        planned = max(self.planned, 1)
+        rate = learning_rate_at(
+            (epoch + 0.5) / planned, self.peak, self.warmup_epochs / planned, self.schedule
+        )
         self.model.optimizer.learning_rate.assign(rate)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
