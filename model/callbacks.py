@@ -118,8 +118,8 @@ class TrainingPlan(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         """Set this epoch's learning rate from the plan (at the epoch's midpoint).
 
-        Per epoch, not per step: a per-step hook makes some backends (JAX) copy every
-        variable back to the host after each step.
+        Per epoch rather than per step: a batch-level hook is called from Python between
+        compiled steps, which every backend pays for.
         """
         self._epoch = epoch
         self._started = time.perf_counter()
