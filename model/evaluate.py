@@ -133,17 +133,15 @@ def plot_confusion(metrics: Metrics, path: Path, classes: Sequence[str] = CLASSE
     return path
 
 
-def _calibration_errors(
-    model: keras.Model, pixels: np.ndarray, probabilities: np.ndarray, y: np.ndarray
-) -> dict[str, float]:
-    """ECE of the served (calibrated) probabilities and, where the model has logits, before."""
-    from model.network import logits_model
+def _predict(model: keras.Model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities and, where the model has a ``logits`` layer, logits: one forward pass."""
+    import keras
 
-    errors = {"ece": expected_calibration_error(probabilities, y)}
-    if "logits" in {layer.name for layer in model.layers}:
-        logits = logits_model(model).predict(pixels, batch_size=512, verbose=0)
-        errors["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y)
-    return errors
+    if "logits" not in {layer.name for layer in model.layers}:
+        return np.asarray(model.predict(pixels, batch_size=512, verbose=0)), None
+    both = keras.Model(model.input, [model.output, model.get_layer("logits").output])
+    probabilities, logits = both.predict(pixels, batch_size=512, verbose=0)
+    return np.asarray(probabilities), np.asarray(logits)
 
 
 def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path) -> Metrics:
@@ -268,7 +266,13 @@ def score_model(model: keras.Model, x: np.ndarray, y: np.ndarray, source: str) -
     Returns:
         Accuracy, macro F1, per-class metrics, confusion matrix and calibration errors.
     """
-    pixels = np.asarray(x, dtype=np.float32)
-    probabilities = model.predict(pixels, batch_size=512, verbose=0)
+    probabilities, logits = _predict(model, np.asarray(x, dtype=np.float32))
     metrics = compute_metrics(y, np.argmax(probabilities, axis=1), source)
-    return metrics.model_copy(update=_calibration_errors(model, pixels, probabilities, y))
+    return metrics.model_copy(
+        update={
+            "ece": expected_calibration_error(probabilities, y),
+            "ece_uncalibrated": None
+            if logits is None
+            else expected_calibration_error(softmax(logits), y),
+        }
+    )

@@ -102,6 +102,11 @@ def make_s3_client(settings: Settings) -> S3Client:
     )
 
 
+def _content_type(path: Path) -> str:
+    """The MIME type to store with a file, so a browser shows a report page instead of saving it."""
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
 def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
@@ -214,10 +219,9 @@ class ModelRegistry:
         }
         try:
             for path in extra_files:
-                content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
                 self.client.upload_file(
                     str(path), self.bucket, f"{prefix}/{path.name}",
-                    ExtraArgs={"ContentType": content_type},
+                    ExtraArgs={"ContentType": _content_type(path)},
                 )  # fmt: skip
             # upload_file streams large files in parts; the hash is kept as metadata too.
             self.client.upload_file(
@@ -263,10 +267,8 @@ class ModelRegistry:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 if path.name not in exclude:
                     key = f"{prefix}/{path.relative_to(folder).as_posix()}"
-                    # A content type lets a browser show a report page instead of saving it.
-                    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
                     self.client.upload_file(
-                        str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+                        str(path), self.bucket, key, ExtraArgs={"ContentType": _content_type(path)}
                     )
         except (ClientError, BotoCoreError) as error:
             raise RegistryError(self._explain(error, self.uri(prefix))) from error

@@ -75,3 +75,18 @@ def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_
     result = CliRunner().invoke(app, ["services", "status"])
     assert result.exit_code == 1
     assert "FER_S3_PORT" in result.output and "Traceback" not in result.output
+
+
+def test_profile_options_override_the_profile_and_bad_profiles_are_named() -> None:
+    from flows.cli import _train_config
+    from model.errors import ConfigError
+    from model.train import TrainConfig
+
+    cpu = _train_config("cpu", epochs=3, batch_size=None)
+    assert cpu.epochs == 3
+    assert cpu.model_dump(exclude={"epochs"}) == TrainConfig.profile("cpu").model_dump(
+        exclude={"epochs"}
+    )
+    assert _train_config("quick") == TrainConfig()
+    with pytest.raises(ConfigError, match="unknown --profile 'gpu'; choose quick or cpu"):
+        _train_config("gpu")
