@@ -9,16 +9,24 @@ training split), same batch size, in one process:
   epoch, one gather and cast per batch), float32;
 * platform-bf16 — the same pipeline with the ``cpu`` profile's mixed_bfloat16 compute.
 
-Each variant trains ``--epochs`` epochs; the first (tracing) is dropped and the table gives
-the median images/s of the others and the ratio to the seed.
+* platform-bf16-tf-threads — the bf16 pipeline with TensorFlow's default thread pools
+  instead of ``model.train.configure_threads`` (one op at a time, every core inside it).
 
-    uv run python bench/train.py --images 8000 --epochs 4
+Each variant runs in a fresh process (thread pools are fixed once TensorFlow starts), one
+after the other, and trains ``--epochs`` epochs; the first (tracing) is dropped and the table
+gives the median images/s of the others, the ratio to the seed, and the CPU cores used
+(process CPU time / wall time).
+
+    uv run python bench/train.py --images 6000 --epochs 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,32 +77,54 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     return [len(x) / s for s in timer.seconds[1:]]
 
 
+VARIANTS = ("seed", "platform-f32", "platform-bf16", "platform-bf16-tf-threads")
+
+
+def measure(args: argparse.Namespace) -> dict[str, float | list[float]]:
+    """Train ``args.variant`` in this process; images/s per timed epoch and cores used."""
+    from model.cleaning import CleaningConfig, cleaned_train_arrays
+    from model.dataset import index_dataset
+    from model.train import configure_threads
+
+    if not args.variant.endswith("tf-threads"):
+        configure_threads()
+    ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
+    x, y, _ = cleaned_train_arrays(ref, args.home, CleaningConfig())
+    pick = np.sort(np.random.default_rng(0).permutation(len(y))[: args.images])
+    x, y = np.ascontiguousarray(x[pick]), y[pick]
+    variant = args.variant.removesuffix("-tf-threads")
+    wall, cpu = time.perf_counter(), time.process_time()
+    rates = run(variant, x, y, args.epochs)
+    cores = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    return {"rates": rates, "cores": cores}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "fer2013")
     parser.add_argument("--home", type=Path, default=Path.home() / ".fer")
     parser.add_argument("--images", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(measure(args)))
+        return
 
-    from model.cleaning import CleaningConfig, cleaned_train_arrays
-    from model.dataset import index_dataset
-    from model.train import configure_threads
-
-    configure_threads()
-    ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
-    x, y, _ = cleaned_train_arrays(ref, args.home, CleaningConfig())
-    pick = np.random.default_rng(0).permutation(len(y))[: args.images]
-    x, y = np.ascontiguousarray(x[np.sort(pick)]), y[np.sort(pick)]
-
-    results = {v: run(v, x, y, args.epochs) for v in ("seed", "platform-f32", "platform-bf16")}
-    seed = statistics.median(results["seed"])
-    print(f"training throughput, {len(y)} images, {args.epochs - 1} timed epochs each (median)")
-    print(f"{'variant':<15}{'images/s':>10}{'vs seed':>9}   per epoch")
-    for name, rates in results.items():
-        median = statistics.median(rates)
-        each = ", ".join(f"{r:.0f}" for r in rates)
-        print(f"{name:<15}{median:>10.0f}{median / seed:>8.2f}x   {each}")
+    results = {}
+    for variant in VARIANTS:
+        child = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--variant", variant],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
+    seed = statistics.median(results["seed"]["rates"])
+    print(f"training throughput, {args.images} images, {args.epochs - 1} timed epochs (median)")
+    print(f"{'variant':<26}{'images/s':>9}{'vs seed':>9}{'cores':>7}   per epoch")
+    for name, result in results.items():
+        median = statistics.median(result["rates"])
+        each = ", ".join(f"{r:.0f}" for r in result["rates"])
+        print(f"{name:<26}{median:>9.0f}{median / seed:>8.2f}x{result['cores']:>7.2f}   {each}")
 
 
 if __name__ == "__main__":

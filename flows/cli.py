@@ -41,8 +41,9 @@ ProfileOption = Annotated[
     str,
     typer.Option(
         "--profile",
-        help="Training profile: `quick` (small net, 5 epochs) or `cpu` (the nightly recipe, "
-        "57-minute budget on 2 cores); the options below override its values.",
+        help="Training profile: `quick` (small net, 5 epochs), `cpu` (the nightly recipe, "
+        "57-minute budget on 2 cores) or `gpu` (wider net, float16, for a GPU node); the "
+        "options below override its values.",
     ),
 ]
 Epochs = Annotated[int | None, typer.Option(help="Maximum training epochs.", min=1)]
@@ -219,8 +220,8 @@ def run_retrain(
 
 def _train_config(profile: str, **overrides: int | float | None) -> TrainConfig:
     """The profile's config with the options the user gave applied on top."""
-    if profile not in ("quick", "cpu"):
-        raise ConfigError(f"unknown --profile {profile!r}; choose quick or cpu")
+    if profile not in ("quick", "cpu", "gpu"):
+        raise ConfigError(f"unknown --profile {profile!r}; choose quick, cpu or gpu")
     base = TrainConfig.profile(profile)  # type: ignore[arg-type]
     given = {key: value for key, value in overrides.items() if value is not None}
     return TrainConfig.model_validate({**base.model_dump(), **given})

@@ -19,7 +19,9 @@ from validation.config import QualityConfig
 @flow(name="retrain", log_prints=True)
 def retrain(
     dataset: str | None = None,
-    train_config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen, shown in the Prefect UI
+    # The nightly recipe by default, so a deployment of this flow trains it; `fer up` passes
+    # the quick profile explicitly.
+    train_config: TrainConfig = TrainConfig.profile("cpu"),  # noqa: B008 - frozen, shown in the UI
     gate_config: GateConfig = GateConfig(),  # noqa: B008
     quality_config: QualityConfig = QualityConfig(),  # noqa: B008
 ) -> str:
@@ -27,7 +29,7 @@ def retrain(
 
     Args:
         dataset: dataset source; defaults to the ``FER_DATASET`` setting.
-        train_config: hyperparameters.
+        train_config: hyperparameters (default: the ``cpu`` profile, the nightly recipe).
         gate_config: promotion criteria.
         quality_config: data-quality bounds; a critical failure ends the run before training.
 

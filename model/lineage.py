@@ -10,6 +10,7 @@ from typing import Any
 
 from model.dataset import CLASSES, DatasetRef
 from model.evaluate import Metrics
+from model.export import EXPORT_FILE
 from model.gate import GateConfig
 from model.train import TrainConfig, TrainResult
 
@@ -54,6 +55,12 @@ def _cleaning_summary(trained: TrainResult, reports_uri: str) -> dict[str, Any] 
     }
 
 
+def _export_summary(trained: TrainResult) -> dict[str, Any] | None:
+    if trained.tflite_path is None:
+        return None
+    return json.loads((trained.tflite_path.parent / EXPORT_FILE).read_text())
+
+
 def make_manifest(
     metrics: Metrics,
     ref: DatasetRef,
@@ -88,6 +95,7 @@ def make_manifest(
             "history": json.loads(trained.history_path.read_text()),
         },
         "cleaning": _cleaning_summary(trained, reports_uri),
+        "export": _export_summary(trained),
         "reports": reports_uri,
         "code_version": code_version(),
     }
@@ -118,6 +126,15 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{'n/a' if ece_before is None else f'{ece_before:.4f}'} before, "
         f"{'n/a' if ece is None else f'{ece:.4f}'} after (the served probabilities)."
     )
+    export = manifest.get("export")
+    flip = manifest.get("train_config", {}).get("test_time_flip")
+    serving = (
+        f"Served from `{export['file']}` (TFLite through LiteRT); it matched the Keras model to "
+        f"{export['max_abs_difference']:.1e} (max abs difference over "
+        f"{export['checked_images']} validation images)."
+        if export
+        else "Served from `model.keras` (no TFLite export for this version)."
+    ) + (" Each face is scored as the average of it and its mirror image." if flip else "")
     return f"""# Model card: FER emotion classifier
 
 ## Intended use
@@ -151,6 +168,8 @@ accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epoc
 {rows}
 
 {calibration}
+
+{serving}
 
 ## Limitations
 - Expects one roughly frontal, centred face per crop; profile views, occlusion, low light and

@@ -27,11 +27,22 @@ class AugmentConfig(BaseModel):
     erase: float = Field(
         0.0, ge=0, le=1, description="Probability of erasing a random rectangle (0: off)."
     )
+    crop: int = Field(
+        0,
+        ge=0,
+        le=48,
+        description="Train on random crops of this side (0: off), at the original scale.",
+    )
+    crop_inference: Literal["full", "center"] = Field(
+        "full",
+        description="What inference sees when training crops: the whole image (needs the "
+        "global-average-pooling head) or the central crop.",
+    )
 
     @classmethod
     def off(cls) -> AugmentConfig:
         """No augmentation at all."""
-        return cls(flip=False, translate=0, zoom=0, rotate_degrees=0, contrast=0, erase=0)
+        return cls(flip=False, translate=0, zoom=0, rotate_degrees=0, contrast=0, erase=0, crop=0)
 
 
 class NetworkConfig(BaseModel):
@@ -73,6 +84,10 @@ def _augmentation(config: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
                 config.translate, config.translate, seed=seed + 3, name="aug_translate"
             )
         )
+    if config.crop:
+        from model.layers import TrainingCrop
+
+        stack.append(TrainingCrop(config.crop, seed + 6, config.crop_inference, name="aug_crop"))
     if config.contrast:
         stack.append(
             layers.RandomContrast(
@@ -124,7 +139,10 @@ def build_model(
             if config.batch_norm:
                 x = layers.BatchNormalization(name=f"{name}_bn")(x)
             x = layers.ReLU()(x)
-        x = layers.MaxPooling2D(2)(x)
+        # Global average pooling pools the last block itself; a max-pool before it would
+        # only drop the odd row and column of a 5 x 5 map.
+        if config.head == "flatten" or index < len(config.filters) - 1:
+            x = layers.MaxPooling2D(2)(x)
         if config.conv_dropout:
             x = layers.Dropout(config.conv_dropout)(x)
     x = layers.GlobalAveragePooling2D()(x) if config.head == "gap" else layers.Flatten()(x)
@@ -136,23 +154,37 @@ def build_model(
     return keras.Model(inputs, outputs, name="fer_cnn")
 
 
-def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
-    """The same network with its logits divided by ``temperature`` before the softmax.
+def with_temperature(
+    model: keras.Model, temperature: float, flip_average: bool = False
+) -> keras.Model:
+    """The served model: logits divided by ``temperature`` before the softmax.
 
     Args:
         model: a model from :func:`build_model` (it has a ``logits`` layer).
         temperature: the fitted temperature (> 0).
+        flip_average: average the logits of each image and its mirror image (test-time
+            augmentation inside the model, so evaluation and serving see the same function;
+            twice the inference FLOPs).
 
     Returns:
-        A model sharing ``model``'s layers and weights, whose probabilities are calibrated.
+        A model sharing ``model``'s layers and weights, whose probabilities are calibrated;
+        its ``logits`` layer holds the (averaged) logits before the temperature.
     """
     import keras
     from keras import layers
 
-    logits = model.get_layer("logits").output
+    if flip_average:
+        from model.layers import HorizontalFlip
+
+        base = logits_model(model)
+        inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
+        mirrored = base(HorizontalFlip(name="mirror")(inputs))
+        logits = layers.Average(dtype="float32", name="logits")([base(inputs), mirrored])
+    else:
+        inputs, logits = model.input, model.get_layer("logits").output
     scaled = layers.Rescaling(1.0 / temperature, dtype="float32", name="temperature")(logits)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(scaled)
-    return keras.Model(model.input, outputs, name=model.name)
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def logits_model(model: keras.Model) -> keras.Model:
@@ -166,4 +198,4 @@ def logits_model(model: keras.Model) -> keras.Model:
     """
     import keras
 
-    return keras.Model(model.input, model.get_layer("logits").output)
+    return keras.Model(model.input, model.get_layer("logits").output, name=f"{model.name}_logits")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 def load_keras_model(path: Path) -> keras.Model:
     """Load a ``.keras`` file with safe mode on (no arbitrary code from the file runs).
 
+    The platform's own layers (:mod:`model.layers`) are registered first, so models that
+    use them load; any other custom class in a file is refused.
+
     Args:
         path: the model file.
 
@@ -28,6 +31,8 @@ def load_keras_model(path: Path) -> keras.Model:
         The model, ready for inference.
     """
     import keras
+
+    import model.layers  # noqa: F401  (registers the custom layers with Keras)
 
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
@@ -66,33 +71,44 @@ def to_model_input(image: Image.Image | np.ndarray, size: int = IMAGE_SIZE) -> n
 class Predictor:
     """A loaded model that turns images into per-class probabilities.
 
-    Calls the model directly rather than ``model.predict``, which costs ~50 ms of overhead per
-    call whatever the batch.
+    Runs the TFLite export through LiteRT when there is one, else calls the Keras model
+    directly (never ``model.predict``, which costs ~50 ms of overhead per call whatever the
+    batch).
 
     Args:
-        model: a Keras model mapping N x 48 x 48 x 1 pixels to N x len(classes) probabilities.
+        model: a Keras model or a :class:`~model.export.TFLiteRunner`, mapping
+            N x 48 x 48 x 1 pixels to N x len(classes) probabilities.
         version: the registry version the model came from (shown to users).
         classes: class names in label-index order.
     """
 
     def __init__(
-        self, model: keras.Model, version: str = "local", classes: Sequence[str] = CLASSES
+        self, model: Any, version: str = "local", classes: Sequence[str] = CLASSES
     ) -> None:
+        from model.export import TFLiteRunner
+
         self.model = model
         self.version = version
         self.classes = tuple(classes)
+        self.runtime = "tflite" if isinstance(model, TFLiteRunner) else "keras"
 
     @classmethod
-    def from_file(cls, path: Path, version: str = "local") -> Predictor:
-        """Load a predictor from a ``.keras`` file.
+    def from_file(cls, path: Path, version: str = "local", prefer_tflite: bool = True) -> Predictor:
+        """Load a predictor from a ``.keras`` file, or from the ``serving.tflite`` beside it.
 
         Args:
             path: the model file.
             version: label for the loaded version.
+            prefer_tflite: use the TFLite export in the same folder when it exists.
 
         Returns:
             The predictor.
         """
+        from model.export import TFLITE_FILE, TFLiteRunner
+
+        exported = path.with_name(TFLITE_FILE)
+        if prefer_tflite and exported.is_file():
+            return cls(TFLiteRunner(exported), version=version)
         return cls(load_keras_model(path), version=version)
 
     def predict_batch(self, pixels: np.ndarray) -> np.ndarray:
@@ -104,7 +120,10 @@ class Predictor:
         Returns:
             float array N x len(classes); each row sums to 1.
         """
-        output = self.model(pixels.astype(np.float32), training=False)
+        batch = pixels.astype(np.float32)
+        output = (
+            self.model(batch) if self.runtime == "tflite" else self.model(batch, training=False)
+        )
         return np.asarray(output, dtype=np.float64)
 
     def predict(self, image: Image.Image | np.ndarray) -> dict[str, float]:

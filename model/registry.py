@@ -384,9 +384,44 @@ class ModelRegistry:
         Raises:
             RegistryError: if the download fails or the hash does not match.
         """
-        target = dest_dir / version / MODEL_FILE
+        return self.download_file(version, MODEL_FILE, dest_dir, expected_sha256)
+
+    def download_file(self, version: str, name: str, dest_dir: Path, expected_sha256: str) -> Path:
+        """Download one file of a version and verify its hash before anyone uses it.
+
+        Args:
+            version: version id.
+            name: file name inside the version (``model.keras``, ``serving.tflite``, ...).
+            dest_dir: local folder; the file lands at ``<dest_dir>/<version>/<name>``.
+            expected_sha256: hash from the champion pointer or manifest.
+
+        Returns:
+            Path of the verified file (reused when already present and intact).
+
+        Raises:
+            RegistryError: if the download fails or the hash does not match.
+        """
+        target = dest_dir / version / name
         if target.exists() and sha256_file(target) == expected_sha256:
             return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        key = f"{MODELS_PREFIX}/{version}/{name}"
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+            tmp_path = Path(tmp.name)
+        try:
+            self.client.download_file(self.bucket, key, str(tmp_path))
+            actual = sha256_file(tmp_path)
+            if actual != expected_sha256:
+                raise RegistryError(
+                    f"{self.uri(key)} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…: "
+                    "the stored file is corrupt or was replaced; it will not be used"
+                )
+            os.replace(tmp_path, target)
+        except (ClientError, BotoCoreError) as error:
+            raise RegistryError(self._explain(error, self.uri(key))) from error
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        return target
         target.parent.mkdir(parents=True, exist_ok=True)
         key = f"{MODELS_PREFIX}/{version}/{MODEL_FILE}"
         with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:

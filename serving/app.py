@@ -11,6 +11,7 @@ import gradio as gr
 from PIL import Image
 
 from model.errors import RegistryError
+from model.export import TFLITE_FILE
 from model.predict import Predictor
 from model.registry import ModelRegistry
 from model.settings import Settings
@@ -68,6 +69,11 @@ class ChampionWatcher:
         ):
             return False
         path = self.registry.download_model(pointer.version, self.cache_dir, pointer.sha256)
+        exported = self.registry.read_manifest(pointer.version)["files"].get(TFLITE_FILE)
+        if exported:  # served in preference to the Keras file; verified the same way
+            self.registry.download_file(
+                pointer.version, TFLITE_FILE, self.cache_dir, exported["sha256"]
+            )
         self._predictor = self.loader(path, pointer.version)
         logger.info("serving model version %s", pointer.version)
         return True

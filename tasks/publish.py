@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from model.dataset import DatasetRef
 from model.evaluate import Metrics
+from model.export import TFLITE_FILE
 from model.gate import GateConfig
 from model.lineage import MODEL_CARD_FILE, make_manifest, model_card
 from model.registry import ChampionPointer, ModelRegistry
@@ -32,12 +33,15 @@ def publish_model_task(
     registry = ModelRegistry.from_settings(settings())
     registry.ensure_bucket()
     reports = registry.upload_folder(
-        trained.run_dir, f"reports/{trained.run_dir.name}", exclude=(trained.model_path.name,)
+        trained.run_dir,
+        f"reports/{trained.run_dir.name}",
+        exclude=(trained.model_path.name, TFLITE_FILE),
     )
     manifest = make_manifest(metrics, ref, trained, train_config, gate_config, reports)
     card = trained.run_dir / MODEL_CARD_FILE
     card.write_text(model_card(manifest))
-    version = registry.publish_version(trained.model_path, manifest, extra_files=[card])
+    extra = [card] + ([trained.tflite_path] if trained.tflite_path else [])
+    version = registry.publish_version(trained.model_path, manifest, extra_files=extra)
     get_run_logger().info("published model version %s", version)
     return version
 

@@ -83,7 +83,10 @@ def test_retrain_publishes_and_promotes_with_lineage(
     assert manifest["train_config"]["epochs"] == 1
     assert manifest["training"]["temperature"] > 0
     assert manifest["metrics"]["ece"] is not None
-    assert set(manifest["files"]) == {"model.keras", "model_card.md"}
+    assert set(manifest["files"]) == {"model.keras", "serving.tflite", "model_card.md"}
+    # The serving export was checked against Keras before it was published.
+    assert manifest["export"]["max_abs_difference"] < 1e-4
+    assert manifest["export"]["checked_images"] > 0
     card = (
         registry.client.get_object(
             Bucket=services.s3_bucket, Key=f"models/{champion_version}/model_card.md"
@@ -92,6 +95,7 @@ def test_retrain_publishes_and_promotes_with_lineage(
         .decode()
     )
     assert "EU AI Act" in card and "| disgust |" in card and "Expected calibration" in card
+    assert "Served from `serving.tflite`" in card
     pointer = registry.champion()
     assert pointer.version == champion_version
     assert pointer.sha256 == manifest["files"]["model.keras"]["sha256"]

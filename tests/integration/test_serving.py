@@ -40,6 +40,7 @@ def test_predict_returns_seven_probabilities(
 ) -> None:
     watcher, url = served
     assert watcher.predictor.version == champion_version
+    assert watcher.predictor.runtime == "tflite"  # the version's verified export
     image = next((fer_subset / "test" / "happy").iterdir())
     result = Client(url, verbose=False).predict(handle_file(str(image)), api_name="/predict")
     confidences = _confidences(result)

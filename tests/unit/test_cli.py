@@ -88,5 +88,17 @@ def test_profile_options_override_the_profile_and_bad_profiles_are_named() -> No
         exclude={"epochs"}
     )
     assert _train_config("quick") == TrainConfig()
-    with pytest.raises(ConfigError, match="unknown --profile 'gpu'; choose quick or cpu"):
-        _train_config("gpu")
+    assert _train_config("gpu").precision == "mixed_float16"
+    with pytest.raises(ConfigError, match="unknown --profile 'huge'; choose quick, cpu or gpu"):
+        _train_config("huge")
+
+
+def test_the_retrain_flow_trains_the_nightly_cpu_recipe_by_default() -> None:
+    import inspect
+
+    from flows.retrain import retrain
+    from model.train import TrainConfig
+
+    default = inspect.signature(retrain.fn).parameters["train_config"].default
+    assert default == TrainConfig.profile("cpu")
+    assert default.time_budget_minutes is not None and default.time_budget_minutes < 60

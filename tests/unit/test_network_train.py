@@ -8,8 +8,8 @@ import pytest
 
 from model.dataset import CLASSES
 from model.network import AugmentConfig, NetworkConfig, build_model
-from model.predict import Predictor
-from model.train import TrainConfig, fit_model, split_train_validation
+from model.predict import Predictor, load_keras_model
+from model.train import TrainConfig, TrainResult, fit_model, split_train_validation
 
 pytestmark = pytest.mark.unit
 
@@ -51,6 +51,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(tmp_path: Path) -> 
     curves = result.run_dir / "training_curves.png"
     assert curves.read_bytes().startswith(b"\x89PNG")
     predictor = Predictor.from_file(result.model_path)
+    assert predictor.runtime == "tflite"  # the export is made with every trained model
+    assert result.tflite_path == result.run_dir / "serving.tflite"
     probabilities = predictor.predict(x[0, ..., 0])
     assert list(probabilities) == list(CLASSES)
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
@@ -120,17 +122,40 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
 
 def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path) -> None:
     x, y = _separable(10)
-    augment = AugmentConfig(erase=0.5)
-    network = NetworkConfig(filters=(8,), dense_units=16, batch_norm=True, augment=augment)
-    config = TrainConfig(epochs=2, batch_size=32, network=network, precision="mixed_bfloat16")
+    augment = AugmentConfig(erase=0.5, crop=40)
+    network = NetworkConfig(
+        filters=(8,), dense_units=16, batch_norm=True, head="gap", augment=augment
+    )
+    config = TrainConfig(
+        epochs=2,
+        batch_size=32,
+        network=network,
+        precision="mixed_bfloat16",
+        class_weighting="sqrt",
+    )
     result = fit_model(x, y, config, tmp_path)
 
-    import keras
-
-    model = keras.models.load_model(result.model_path)
+    model = load_keras_model(result.model_path)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     # Augmentation is part of the model but inactive outside training.
     first = np.asarray(model(x[:4].astype(np.float32), training=False))
     again = np.asarray(model(x[:4].astype(np.float32), training=False))
     assert np.array_equal(first, again)
     assert any(layer.name.startswith("aug_") for layer in model.layers)
+
+
+def test_same_data_config_and_seed_train_the_same_model(tmp_path: Path) -> None:
+    x, y = _separable(10)
+    network = NetworkConfig(
+        filters=(8,), dense_units=16, batch_norm=True, head="gap", augment=AugmentConfig(crop=44)
+    )
+    config = TrainConfig(epochs=2, batch_size=32, network=network, class_weighting="sqrt")
+    first = fit_model(x, y, config, tmp_path / "a")
+    again = fit_model(x, y, config, tmp_path / "b")
+    other = fit_model(x, y, config.model_copy(update={"seed": 7}), tmp_path / "c")
+
+    def losses(result: TrainResult) -> list[float]:
+        return json.loads(result.history_path.read_text())["loss"]
+
+    assert losses(first) == losses(again)
+    assert losses(first) != losses(other)

@@ -1,0 +1,139 @@
+"""TFLite export, the crop layer, class weights and the serving runtime choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.dataset import CLASSES
+from model.export import EXPORT_FILE, TFLITE_FILE, TFLiteRunner, export_tflite
+from model.network import AugmentConfig, NetworkConfig, build_model
+from model.predict import Predictor, load_keras_model
+from model.train import class_weights
+
+pytestmark = pytest.mark.unit
+
+NETWORK = NetworkConfig(
+    filters=(8, 16), batch_norm=True, head="gap", dense_units=16, augment=AugmentConfig(crop=40)
+)
+
+
+def _pixels(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 48, 48, 1)).astype(np.uint8)
+
+
+def test_tflite_export_matches_keras_on_unseen_images(tmp_path: Path) -> None:
+    model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=1)
+    report = export_tflite(model, tmp_path / TFLITE_FILE, _pixels(16, 0))
+
+    assert report is not None and report["checked_images"] == 16
+    assert json.loads((tmp_path / EXPORT_FILE).read_text()) == report
+    runner = TFLiteRunner(tmp_path / TFLITE_FILE)
+    for batch in (1, 5, 1):  # the interpreter is resized when the batch size changes
+        pixels = _pixels(batch, batch + 10)
+        expected = np.asarray(model(pixels.astype(np.float32), training=False))
+        got = runner(pixels)
+        assert got.shape == (batch, len(CLASSES))
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_predictor_serves_the_tflite_export_when_present(tmp_path: Path) -> None:
+    model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=2)
+    model.save(tmp_path / "model.keras")
+    keras_only = Predictor.from_file(tmp_path / "model.keras")
+    assert keras_only.runtime == "keras"
+
+    export_tflite(model, tmp_path / TFLITE_FILE, _pixels(4, 0))
+    fast = Predictor.from_file(tmp_path / "model.keras", version="v9")
+    assert (fast.runtime, fast.version) == ("tflite", "v9")
+    pixels = _pixels(3, 7)
+    assert np.abs(fast.predict_batch(pixels) - keras_only.predict_batch(pixels)).max() < 1e-4
+    assert Predictor.from_file(tmp_path / "model.keras", prefer_tflite=False).runtime == "keras"
+
+
+def test_training_crop_takes_a_window_per_image_and_is_inert_at_inference(
+    tmp_path: Path,
+) -> None:
+    model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=3)
+    crop = model.get_layer("aug_crop")
+    pixels = _pixels(6, 1).astype(np.float32)
+    crops = np.asarray(crop(pixels, training=True))
+    assert crops.shape == (6, 40, 40, 1)
+    offsets = []
+    for image, window in zip(pixels, crops, strict=True):
+        found = [
+            (row, col)
+            for row in range(9)
+            for col in range(9)
+            if np.array_equal(window, image[row : row + 40, col : col + 40])
+        ]
+        assert found, "a crop is not a window of its own image"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 1  # drawn per image, not once per batch
+    assert np.array_equal(np.asarray(crop(pixels, training=False)), pixels)
+
+    model.save(tmp_path / "crop.keras")
+    loaded = load_keras_model(tmp_path / "crop.keras")  # safe mode: the layer is registered
+    expected = np.asarray(model(pixels, training=False))
+    assert np.array_equal(np.asarray(loaded(pixels, training=False)), expected)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [("none", [1.0, 1.0, 0.0]), ("sqrt", [5 / 6, 5 / 3, 0.0]), ("balanced", [0.625, 2.5, 0.0])],
+)
+def test_class_weights_lift_rare_classes_and_average_one(
+    scheme: str, expected: list[float]
+) -> None:
+    # 8 images of class 0, 2 of class 1, none of class 2 (which gets no weight).
+    y = np.array([0] * 8 + [1] * 2)
+    weights = class_weights(y, 3, scheme)
+    assert weights.tolist() == pytest.approx(expected)
+    assert weights[y].mean() == pytest.approx(1.0)
+
+
+def test_flip_averaging_is_built_into_the_served_model_and_exports(tmp_path: Path) -> None:
+    from model.calibration import softmax
+    from model.network import logits_model, with_temperature
+
+    network = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=4)
+    served = with_temperature(network, 2.0, flip_average=True)
+    pixels = _pixels(5, 3).astype(np.float32)
+    logits = logits_model(network)
+    plain = np.asarray(logits(pixels, training=False))
+    mirrored = np.asarray(logits(pixels[:, :, ::-1], training=False))
+    expected = softmax((plain + mirrored) / 2, 2.0)
+    assert np.abs(np.asarray(served(pixels, training=False)) - expected).max() < 1e-5
+    # A mirrored face gets the same answer: the served function is symmetric.
+    again = np.asarray(served(pixels[:, :, ::-1], training=False))
+    assert np.abs(again - expected).max() < 1e-5
+
+    served.save(tmp_path / "model.keras")
+    loaded = Predictor.from_file(tmp_path / "model.keras")
+    assert np.abs(loaded.predict_batch(pixels.astype(np.uint8)) - expected).max() < 1e-5
+    assert export_tflite(loaded.model, tmp_path / TFLITE_FILE, pixels) is not None
+    fast = Predictor.from_file(tmp_path / "model.keras")
+    assert fast.runtime == "tflite"
+    assert np.abs(fast.predict_batch(pixels.astype(np.uint8)) - expected).max() < 1e-4
+
+
+def test_centre_crop_inference_shows_the_network_what_it_trained_on(tmp_path: Path) -> None:
+    from model.layers import TrainingCrop
+
+    pixels = _pixels(2, 5).astype(np.float32)
+    centre = TrainingCrop(40, seed=0, inference="center")
+    assert np.array_equal(np.asarray(centre(pixels, training=False)), pixels[:, 4:44, 4:44])
+    assert np.asarray(centre(pixels, training=True)).shape == (2, 40, 40, 1)
+    with pytest.raises(ValueError, match="inference must be 'full' or 'center'"):
+        TrainingCrop(40, inference="corner")
+
+    augment = AugmentConfig(crop=40, crop_inference="center")
+    network = build_model(NETWORK.model_copy(update={"augment": augment}), (48, 48, 1), 7)
+    network.save(tmp_path / "centre.keras")
+    loaded = load_keras_model(tmp_path / "centre.keras")
+    assert loaded.get_layer("aug_crop").inference == "center"
+    expected = np.asarray(network(pixels, training=False))
+    assert np.array_equal(np.asarray(loaded(pixels, training=False)), expected)
