@@ -1,14 +1,13 @@
 """Training throughput: the platform's input pipeline vs a seed-style ``fit`` on Python lists.
 
 Same network (the ``cpu`` profile's), same images (a deterministic subset of the cleaned
-training split), same batch size, in one process:
+training split), same batch size:
 
 * seed    — the seed's way: a Python list of float32 images, ``np.array`` of it, one-hot
   labels, ``model.fit(x, y, shuffle=True)`` (Keras's array adapter), float32;
 * platform-f32  — ``model.train``'s pipeline (uint8 kept in memory, a shuffled index per
   epoch, one gather and cast per batch), float32;
-* platform-bf16 — the same pipeline with the ``cpu`` profile's mixed_bfloat16 compute.
-
+* platform-bf16 — the same pipeline with the ``cpu`` profile's mixed_bfloat16 compute;
 * platform-bf16-tf-threads — the bf16 pipeline with TensorFlow's default thread pools
   instead of ``model.train.configure_threads`` (one op at a time, every core inside it).
 

@@ -94,7 +94,7 @@ def test_download_verifies_the_hash(
     digest = sha256_file(model_file)
     path = registry.download_model(version, tmp_path / "cache", digest)
     assert path.read_bytes() == model_file.read_bytes()
-    with pytest.raises(RegistryError, match="will not be loaded"):
+    with pytest.raises(RegistryError, match="will not be used"):
         registry.download_model(version, tmp_path / "other", "0" * 64)
     assert not (tmp_path / "other" / version / "model.keras").exists()
     assert list((tmp_path / "other" / version).iterdir()) == []
