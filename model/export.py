@@ -76,15 +76,20 @@ def export_tflite(model: Any, dest: Path, check_pixels: np.ndarray) -> dict[str,
     Returns:
         ``{"file", "max_abs_difference", "checked_images"}``, also written to
         ``export.json`` beside ``dest``; None (and no file) when the Keras backend cannot
-        export to TFLite or the outputs differ by more than :data:`MAX_ABS_DIFFERENCE`, in
-        which case serving uses the Keras model.
+        export to TFLite, the converter fails, or the outputs differ by more than
+        :data:`MAX_ABS_DIFFERENCE`, in which case serving uses the Keras model.
     """
     import keras
 
     if keras.backend.backend() != "tensorflow":
         logger.warning("no TFLite export under the %s backend", keras.backend.backend())
         return None
-    model.export(str(dest), format="litert", verbose=False)
+    try:
+        model.export(str(dest), format="litert", verbose=False)
+    except Exception:  # a converter failure must not throw away an hour of training
+        logger.exception("TFLite export failed; serving will use the Keras model")
+        dest.unlink(missing_ok=True)
+        return None
     pixels = check_pixels.astype(np.float32)
     expected = np.asarray(model(pixels, training=False))
     difference = float(np.abs(TFLiteRunner(dest)(pixels) - expected).max())

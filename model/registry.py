@@ -422,21 +422,3 @@ class ModelRegistry:
         finally:
             tmp_path.unlink(missing_ok=True)
         return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        key = f"{MODELS_PREFIX}/{version}/{MODEL_FILE}"
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
-            tmp_path = Path(tmp.name)
-        try:
-            self.client.download_file(self.bucket, key, str(tmp_path))
-            actual = sha256_file(tmp_path)
-            if actual != expected_sha256:
-                raise RegistryError(
-                    f"{self.uri(key)} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…: "
-                    "the stored model is corrupt or was replaced; it will not be loaded"
-                )
-            os.replace(tmp_path, target)
-        except (ClientError, BotoCoreError) as error:
-            raise RegistryError(self._explain(error, self.uri(key))) from error
-        finally:
-            tmp_path.unlink(missing_ok=True)
-        return target

@@ -137,3 +137,16 @@ def test_centre_crop_inference_shows_the_network_what_it_trained_on(tmp_path: Pa
     assert loaded.get_layer("aug_crop").inference == "center"
     expected = np.asarray(network(pixels, training=False))
     assert np.array_equal(np.asarray(loaded(pixels, training=False)), expected)
+
+
+def test_a_failed_conversion_leaves_no_export_and_training_keeps_its_model(
+    tmp_path: Path,
+) -> None:
+    class Unconvertible:
+        def export(self, path: str, **_: object) -> None:
+            Path(path).write_bytes(b"half-written")
+            raise RuntimeError("converter crashed")
+
+    assert export_tflite(Unconvertible(), tmp_path / TFLITE_FILE, _pixels(2, 0)) is None
+    assert not (tmp_path / TFLITE_FILE).exists()
+    assert not (tmp_path / EXPORT_FILE).exists()
