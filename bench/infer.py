@@ -5,7 +5,11 @@ Paths (all on one 48 x 48 face unless the batch says otherwise):
 * keras-predict     — ``model.predict(x)``, the seed's way;
 * keras-call        — calling the Keras model directly (eager);
 * keras-tf-function — the call traced once with ``tf.function``;
-* tflite-Nt         — the LiteRT (TFLite) export that serving uses, N interpreter threads.
+* tflite-f32-Nt     — a float32 LiteRT (TFLite) export, N interpreter threads;
+* tflite-int8w-Nt   — the export with int8 weights (dynamic-range quantization), what
+                      training now stores for serving (``TrainConfig.quantize_export``);
+* run-export-Nt     — with ``--model``, the run's own ``serving.tflite`` when it has one
+                      (BatchNorm folded; float32 or int8 weights as that run chose).
 
 Each path is warmed up, then timed ``--calls`` times; the table gives the median and p90 in
 milliseconds per face. With ``--batch 8`` the per-face time of an 8-face batch is added for
@@ -71,20 +75,27 @@ def main() -> None:
     many = rng.integers(0, 256, (args.batch, 48, 48, 1)).astype(np.float32)
     traced = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     folder = Path(tempfile.mkdtemp(prefix="fer-bench-"))
-    exported = args.model.with_name(TFLITE_FILE) if args.model else None
-    if exported is None or not exported.is_file():
-        exported = folder / TFLITE_FILE
-        export_tflite(model, exported, one)
+    check = rng.integers(0, 256, (64, 48, 48, 1)).astype(np.float32)
+    exports = {"f32": folder / "f32" / TFLITE_FILE, "int8w": folder / "int8w" / TFLITE_FILE}
+    for kind, path in exports.items():
+        path.parent.mkdir()
+        if export_tflite(model, path, check, quantize=kind == "int8w") is None:
+            raise SystemExit(f"the {kind} export failed or did not match Keras")
+    run_export = args.model.with_name(TFLITE_FILE) if args.model else None
+    if run_export is not None and run_export.is_file():
+        exports["run-export"] = run_export
     paths: dict[str, Callable[[np.ndarray], object]] = {
         "keras-predict": lambda x: model.predict(x, verbose=0),
         "keras-call": lambda x: model(x, training=False),
         "keras-tf-function": traced,
-        "tflite-1t": TFLiteRunner(exported, threads=1),
-        "tflite-2t": TFLiteRunner(exported, threads=2),
     }
-    batched = ("keras-tf-function", "tflite-1t", "tflite-2t")
+    for kind, path in exports.items():
+        label = kind if kind == "run-export" else f"tflite-{kind}"
+        for threads in (1, 2):
+            paths[f"{label}-{threads}t"] = TFLiteRunner(path, threads=threads)
+    batched = [name for name in paths if name not in ("keras-predict", "keras-call")]
     print(f"inference latency, ms per face, {args.calls} calls each (median / p90)")
-    print(f"{'path':<19}{'1 face':>16}{f'{args.batch} faces':>18}")
+    print(f"{'path':<19}{'1 face':>16}{f'{args.batch} faces (per face)':>29}")
     baseline = None
     for name, call in paths.items():
         single = _latencies(call, one, args.calls if name != "keras-predict" else 50)

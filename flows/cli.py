@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from model.settings import Settings, get_settings
 from model.train import TrainConfig
 
 if TYPE_CHECKING:
+    from model.registry import ModelRegistry
     from validation.config import QualityConfig
     from validation.report import QualityReport
 
@@ -54,6 +56,21 @@ Seed = Annotated[
 ]
 MinAccuracy = Annotated[
     float, typer.Option(help="Gate: lowest test accuracy that may be promoted.", min=0, max=1)
+]
+MinMacroF1 = Annotated[
+    float, typer.Option(help="Gate: lowest test macro F1 (0: no floor).", min=0, max=1)
+]
+MinClassRecall = Annotated[
+    float, typer.Option(help="Gate: lowest recall of every class (0: no floor).", min=0, max=1)
+]
+MaxRegression = Annotated[
+    float,
+    typer.Option(
+        help="Gate: how far below the champion's test accuracy (on the same test data) the "
+        "new model may be (1: no comparison).",
+        min=0,
+        max=1,
+    ),
 ]
 Dataset = Annotated[
     str | None,
@@ -237,6 +254,9 @@ def retrain(
     learning_rate: LearningRate = None,
     seed: Seed = None,
     min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+    min_macro_f1: MinMacroF1 = GateConfig.model_fields["min_macro_f1"].default,
+    min_class_recall: MinClassRecall = GateConfig.model_fields["min_class_recall"].default,
+    max_regression: MaxRegression = GateConfig.model_fields["max_regression"].default,
     quality_config: QualityConfigFile = None,
 ) -> None:
     """Run the retrain flow once: acquire, validate, train, evaluate, gate, publish, promote."""
@@ -247,7 +267,12 @@ def retrain(
         _train_config(
             profile, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
         ),
-        GateConfig(min_accuracy=min_accuracy),
+        GateConfig(
+            min_accuracy=min_accuracy,
+            min_macro_f1=min_macro_f1,
+            min_class_recall=min_class_recall,
+            max_regression=max_regression,
+        ),
         _quality_config(quality_config),
     )
     typer.echo(f"promoted model version {version}")
@@ -281,20 +306,97 @@ def serve() -> None:
     _serve(get_settings())
 
 
-@app.command()
-@_clear_errors
-def models() -> None:
-    """List the model versions in the store and the current champion."""
+models_app = typer.Typer(
+    help="Model versions in the store: list, show, promote, rollback, verify, prune."
+)
+app.add_typer(models_app, name="models")
+
+VersionArgument = Annotated[str, typer.Argument(help="Version id (see `fer models list`).")]
+
+
+def _registry() -> ModelRegistry:
     from model.registry import ModelRegistry
 
-    registry = ModelRegistry.from_settings(get_settings())
+    return ModelRegistry.from_settings(get_settings())
+
+
+@models_app.callback(invoke_without_command=True)
+def _models_default(context: typer.Context) -> None:
+    """Without a subcommand: the same as `fer models list`."""
+    if context.invoked_subcommand is None:
+        models_list()
+
+
+@models_app.command("list")
+@_clear_errors
+def models_list() -> None:
+    """List the versions, newest last: created, test accuracy, dataset; * marks the champion."""
+    registry = _registry()
     champion = registry.champion()
-    for version in registry.list_versions():
-        accuracy = registry.read_manifest(version)["metrics"]["accuracy"]
+    versions = registry.list_versions()
+    typer.echo(f"  {'version':32} {'created (UTC)':20} {'accuracy':>8}  dataset")
+    for version in versions:
+        manifest = registry.read_manifest(version)
         mark = "*" if champion and champion.version == version else " "
-        typer.echo(f"{mark} {version}  test accuracy {accuracy:.4f}")
+        if champion and version == champion.previous:
+            mark = "p"
+        typer.echo(
+            f"{mark} {version:32} {manifest.get('created_at', '?')[:19]:20} "
+            f"{manifest['metrics']['accuracy']:8.4f}  "
+            f"{manifest.get('dataset', {}).get('fingerprint', '?')[:12]}"
+        )
     if champion is None:
         typer.echo("no champion yet")
+    else:
+        typer.echo(f"* champion {champion.version}   p previous {champion.previous or '-'}")
+
+
+@models_app.command("show")
+@_clear_errors
+def models_show(version: VersionArgument) -> None:
+    """Print a version's manifest as JSON (the per-epoch history is left out)."""
+    manifest = _registry().read_manifest(version)
+    training = {k: v for k, v in manifest.get("training", {}).items() if k != "history"}
+    typer.echo(json.dumps({**manifest, "training": training}, indent=2))
+
+
+@models_app.command("promote")
+@_clear_errors
+def models_promote(version: VersionArgument) -> None:
+    """Make a version the champion (bypasses the gate: an operator's decision)."""
+    pointer = _registry().promote(version)
+    typer.echo(f"champion is now {pointer.version} (previous: {pointer.previous or '-'})")
+
+
+@models_app.command("rollback")
+@_clear_errors
+def models_rollback() -> None:
+    """Make the previous champion the champion again; repeat to go further back."""
+    pointer = _registry().rollback()
+    typer.echo(f"champion is now {pointer.version} (previous: {pointer.previous or '-'})")
+
+
+@models_app.command("verify")
+@_clear_errors
+def models_verify(version: VersionArgument) -> None:
+    """Download every file of a version and check its sha256 and size; exit 1 on a mismatch."""
+    results = _registry().verify_version(version)
+    for name, result in results.items():
+        typer.echo(f"{name}: {result}")
+    if any(result != "ok" for result in results.values()):
+        raise typer.Exit(1)
+
+
+@models_app.command("prune")
+@_clear_errors
+def models_prune(
+    keep: Annotated[int, typer.Option(help="How many of the newest versions to keep.", min=0)],
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
+) -> None:
+    """Delete old versions; the champion and its previous are always kept."""
+    doomed = _registry().prune(keep, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb} {len(doomed)} version(s)" + "".join(f"\n  {v}" for v in doomed))
 
 
 @app.command()
@@ -305,6 +407,9 @@ def up(
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+    min_macro_f1: MinMacroF1 = GateConfig.model_fields["min_macro_f1"].default,
+    min_class_recall: MinClassRecall = GateConfig.model_fields["min_class_recall"].default,
+    max_regression: MaxRegression = GateConfig.model_fields["max_regression"].default,
     quality_config: QualityConfigFile = None,
 ) -> None:
     """The main job: start the services, run retrain once, then serve the champion."""
@@ -316,9 +421,13 @@ def up(
     typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")
     config = _train_config(profile, epochs=epochs, batch_size=batch_size)
     try:
-        version = run_retrain(
-            settings, dataset, config, GateConfig(min_accuracy=min_accuracy), quality
+        gate = GateConfig(
+            min_accuracy=min_accuracy,
+            min_macro_f1=min_macro_f1,
+            min_class_recall=min_class_recall,
+            max_regression=max_regression,
         )
+        version = run_retrain(settings, dataset, config, gate, quality)
         typer.echo(f"promoted model version {version}")
     except FerError as error:
         # A failed run leaves the previous champion in place: keep serving it if there is one.
@@ -444,7 +553,10 @@ def data_validate(source: SourceArgument, quality_config: QualityConfigFile = No
 
 
 def _model_file(spec: str, settings: Settings) -> Path:
-    """A local ``.keras`` file for ``champion``, a version id in the store, or a path."""
+    """A local ``.keras`` file for ``champion``, a version id in the store, or a path.
+
+    Stored versions come with their TFLite export downloaded beside the model.
+    """
     path = Path(spec)
     if path.is_file():
         return path
@@ -458,9 +570,8 @@ def _model_file(spec: str, settings: Settings) -> Path:
             raise RegistryError("no champion has been promoted yet; run `fer retrain` first")
         version, sha256 = pointer.version, pointer.sha256
     else:
-        version = spec
-        sha256 = registry.read_manifest(version)["files"]["model.keras"]["sha256"]
-    return registry.download_model(version, settings.home_dir / "models", sha256)
+        version, sha256 = spec, None
+    return registry.download_served(version, settings.home_dir / "models", sha256)
 
 
 @app.command()
@@ -484,9 +595,8 @@ def evaluate(
     """Score a model on labelled images; print accuracy, per-class metrics, ECE as JSON."""
     import json
 
-    from model.evaluate import load_labelled_images, score_model
-    from model.predict import load_keras_model
+    from model.evaluate import load_labelled_images, load_scored, score_model
 
     x, y = load_labelled_images(data)
-    metrics = score_model(load_keras_model(_model_file(model, get_settings())), x, y, str(data))
+    metrics = score_model(*load_scored(_model_file(model, get_settings())), x, y, str(data))
     typer.echo(json.dumps({"model": model, "data": str(data), **metrics.model_dump()}, indent=2))

@@ -41,7 +41,7 @@ def retrain(
     validate_dataset_task(ref, quality_config, train_config.cleaning)
     trained = train_model_task(ref, train_config)
     metrics = evaluate_model_task(trained, ref)
-    check_gate_task(metrics, gate_config)
-    version = publish_model_task(trained, metrics, ref, train_config, gate_config)
+    decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
+    version = publish_model_task(trained, metrics, ref, train_config, decision)
     promote_version_task(version)
     return version

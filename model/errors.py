@@ -33,5 +33,9 @@ class RegistryError(FerError):
     """The model store cannot be read or written, or holds inconsistent data."""
 
 
+class StoreUnavailable(RegistryError):
+    """The store could not be reached or answered with a server error: worth retrying later."""
+
+
 class ServiceError(FerError):
     """A local service (Prefect server, S3 store) cannot be started or reached."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from model.predict import load_keras_model
 
 if TYPE_CHECKING:
     import keras
+
+    from model.export import TFLiteRunner
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class Metrics(BaseModel):
     dataset_fingerprint: str
     ece: float | None = None
     ece_uncalibrated: float | None = None
+    runtime: str = "keras"
 
 
 def compute_metrics(
@@ -147,6 +151,9 @@ def _predict(model: keras.Model, pixels: np.ndarray) -> tuple[np.ndarray, np.nda
 def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path) -> Metrics:
     """Score a saved model on the dataset's ``test/`` split and write metrics and plot.
 
+    What serves is what is scored: the ``serving.tflite`` export beside the model when there
+    is one (see :func:`load_scored`).
+
     Args:
         model_path: a ``.keras`` file.
         ref: the dataset.
@@ -157,7 +164,7 @@ def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path)
         The metrics.
     """
     x, y = load_split(ref, "test", arrays_dir(home))
-    metrics = score_model(load_keras_model(model_path), x, y, ref.fingerprint)
+    metrics = score_model(*load_scored(model_path), x, y, ref.fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics.model_dump(), indent=2))
     plot_confusion(metrics, out_dir / CONFUSION_FILE)
@@ -254,19 +261,50 @@ def load_labelled_images(
     return x, np.array([label for _, label in items], dtype=np.int64)
 
 
-def score_model(model: keras.Model, x: np.ndarray, y: np.ndarray, source: str) -> Metrics:
+def load_scored(model_path: Path) -> tuple[keras.Model, TFLiteRunner | None]:
+    """The Keras model and, when ``serving.tflite`` lies beside it, the export that serves.
+
+    Args:
+        model_path: a ``.keras`` file.
+
+    Returns:
+        ``(keras model, export runner or None)``, the arguments :func:`score_model` takes.
+    """
+    from model.export import TFLITE_FILE, TFLiteRunner
+
+    exported = model_path.with_name(TFLITE_FILE)
+    runner = TFLiteRunner(exported, threads=os.cpu_count()) if exported.is_file() else None
+    return load_keras_model(model_path), runner
+
+
+def score_model(
+    model: keras.Model,
+    served: TFLiteRunner | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    source: str,
+) -> Metrics:
     """Metrics of a loaded model on labelled images (no files written).
 
     Args:
         model: a Keras model from raw pixels to probabilities.
+        served: its TFLite export, or None; when given, the metrics and the calibration
+            error are the export's (what serving returns) and only the uncalibrated
+            error comes from the Keras logits.
         x: uint8 images N x 48 x 48 x 1.
         y: label indices.
         source: what the images are (recorded as the fingerprint field).
 
     Returns:
-        Accuracy, macro F1, per-class metrics, confusion matrix and calibration errors.
+        Accuracy, macro F1, per-class metrics, confusion matrix, calibration errors and the
+        runtime scored.
     """
-    probabilities, logits = _predict(model, np.asarray(x, dtype=np.float32))
+    pixels = np.asarray(x, dtype=np.float32)
+    probabilities, logits = _predict(model, pixels)
+    if served is not None:
+        probabilities = np.concatenate(
+            [served(pixels[i : i + 512]) for i in range(0, len(pixels), 512)]
+        )
     metrics = compute_metrics(y, np.argmax(probabilities, axis=1), source)
     return metrics.model_copy(
         update={
@@ -274,5 +312,6 @@ def score_model(model: keras.Model, x: np.ndarray, y: np.ndarray, source: str) -
             "ece_uncalibrated": None
             if logits is None
             else expected_calibration_error(softmax(logits), y),
+            "runtime": "keras" if served is None else "tflite",
         }
     )

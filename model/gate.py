@@ -1,11 +1,26 @@
-"""The promotion gate: every criterion is checked, all failures are reported together."""
+"""The promotion gate: every criterion is checked, all failures are reported together.
+
+Two kinds of criteria: absolute floors on the challenger's test metrics, and a comparison
+with the current champion on the *same* test data (the champion is re-scored when the
+dataset changed since it was measured, so no numbers from different data are compared).
+"""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.errors import GateFailed
 from model.evaluate import Metrics
+
+if TYPE_CHECKING:
+    from model.dataset import DatasetRef
+    from model.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
 
 
 class GateConfig(BaseModel):
@@ -16,34 +31,139 @@ class GateConfig(BaseModel):
     min_accuracy: float = Field(
         0.40, ge=0.0, le=1.0, description="Lowest test accuracy a model may be promoted with."
     )
+    min_macro_f1: float = Field(
+        0.0, ge=0.0, le=1.0, description="Lowest test macro F1 (0: no floor)."
+    )
+    min_class_recall: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Lowest test recall of every single class (0: no floor); catches a model "
+        "that gave up on a rare class such as disgust.",
+    )
+    max_regression: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much lower than the champion's test accuracy, on the same test data, "
+        "the challenger's may be (1: no comparison).",
+    )
+
+
+class ChampionScore(BaseModel):
+    """The champion's accuracy on the challenger's test data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    accuracy: float
+    macro_f1: float
+    rescored: bool = Field(
+        description="Re-evaluated in this run because its recorded metrics came from other data."
+    )
 
 
 class Decision(BaseModel):
-    """The gate's verdict with one line per failed criterion."""
+    """The gate's verdict: each criterion with its value, and one line per failure."""
 
     model_config = ConfigDict(frozen=True)
 
     passed: bool
     reasons: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
+    champion: ChampionScore | None = None
 
 
-def decide(metrics: Metrics, config: GateConfig) -> Decision:
+def decide(metrics: Metrics, config: GateConfig, champion: ChampionScore | None = None) -> Decision:
     """Check a model's metrics against every criterion.
 
     Args:
         metrics: the challenger's test metrics.
         config: the criteria.
+        champion: the current champion scored on the same test data (None: no champion yet).
 
     Returns:
-        A decision; ``reasons`` lists each failed criterion.
+        A decision; ``checks`` lists every criterion with its value, ``reasons`` each
+        failed one.
     """
-    reasons: list[str] = []
-    if metrics.accuracy < config.min_accuracy:
-        reasons.append(
-            f"test accuracy {metrics.accuracy:.4f} is below the floor {config.min_accuracy:.4f} "
-            "(GateConfig.min_accuracy)"
+    checks = [
+        _floor("test accuracy", metrics.accuracy, config.min_accuracy, "min_accuracy"),
+        _floor("macro F1", metrics.macro_f1, config.min_macro_f1, "min_macro_f1"),
+    ]
+    checks += [
+        _floor(f"{name} recall", scores.recall, config.min_class_recall, "min_class_recall")
+        for name, scores in metrics.per_class.items()
+    ]
+    if champion is not None:
+        lowest = champion.accuracy - config.max_regression
+        data = "re-scored on this test data" if champion.rescored else "same test data"
+        compared = (
+            f"test accuracy {metrics.accuracy:.4f} vs champion {champion.version}'s "
+            f"{champion.accuracy:.4f} ({data}), margin {config.max_regression:.4f} "
+            "(GateConfig.max_regression)"
         )
-    return Decision(passed=not reasons, reasons=tuple(reasons))
+        checks.append((metrics.accuracy >= lowest, compared, f"{compared}: worse by more"))
+    reasons = tuple(reason for ok, _, reason in checks if not ok)
+    return Decision(
+        passed=not reasons,
+        reasons=reasons,
+        checks=tuple(f"{'pass' if ok else 'FAIL'}: {line}" for ok, line, _ in checks),
+        champion=champion,
+    )
+
+
+def _floor(what: str, value: float, floor: float, field: str) -> tuple[bool, str, str]:
+    """(passed, the check as shown, the reason when it failed) of one floor."""
+    return (
+        value >= floor,
+        f"{what} {value:.4f}, floor {floor:.4f} (GateConfig.{field})",
+        f"{what} {value:.4f} is below the floor {floor:.4f} (GateConfig.{field})",
+    )
+
+
+def score_champion(
+    registry: ModelRegistry, ref: DatasetRef, home: Path, work_dir: Path
+) -> ChampionScore | None:
+    """The current champion's test metrics on ``ref``'s test split.
+
+    The champion's manifest is used when it was measured on the same dataset fingerprint;
+    otherwise its model is downloaded (sha256-verified) and evaluated on ``ref`` now.
+
+    Args:
+        registry: the model store.
+        ref: the challenger's dataset.
+        home: platform home (decoded-array cache).
+        work_dir: where the champion's model and reports are put when it is re-scored.
+
+    Returns:
+        Its score, or None when there is no champion yet.
+    """
+    from model.evaluate import evaluate_model
+
+    pointer = registry.champion()
+    if pointer is None:
+        return None
+    manifest = registry.read_manifest(pointer.version)
+    recorded = manifest.get("metrics", {})
+    if recorded.get("dataset_fingerprint") == ref.fingerprint:
+        return ChampionScore(
+            version=pointer.version,
+            accuracy=recorded["accuracy"],
+            macro_f1=recorded["macro_f1"],
+            rescored=False,
+        )
+    logger.info(
+        "champion %s was measured on other data; re-scoring it on %s", pointer.version,
+        ref.fingerprint[:12],
+    )  # fmt: skip
+    model_path = registry.download_served(pointer.version, work_dir / "models")
+    out_dir = work_dir / f"champion-{pointer.version}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_model(model_path, ref, home, out_dir)
+    return ChampionScore(
+        version=pointer.version, accuracy=metrics.accuracy, macro_f1=metrics.macro_f1,
+        rescored=True,
+    )  # fmt: skip
 
 
 def enforce(decision: Decision) -> None:

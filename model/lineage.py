@@ -11,7 +11,7 @@ from typing import Any
 from model.dataset import CLASSES, DatasetRef
 from model.evaluate import Metrics
 from model.export import EXPORT_FILE
-from model.gate import GateConfig
+from model.gate import Decision
 from model.train import TrainConfig, TrainResult
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def make_manifest(
     ref: DatasetRef,
     trained: TrainResult,
     train_config: TrainConfig,
-    gate_config: GateConfig,
+    decision: Decision,
     reports_uri: str,
 ) -> dict[str, Any]:
     """Assemble the version manifest (the registry adds the version, time and file hashes).
@@ -76,7 +76,8 @@ def make_manifest(
         ref: the dataset trained and evaluated on.
         trained: the training run.
         train_config: hyperparameters used.
-        gate_config: criteria the model passed.
+        decision: the gate's verdict (each criterion with its value; the champion it was
+            compared with).
         reports_uri: where the run's reports were uploaded.
 
     Returns:
@@ -87,7 +88,7 @@ def make_manifest(
         "metrics": metrics.model_dump(),
         "dataset": {"fingerprint": ref.fingerprint, "source": ref.source},
         "train_config": train_config.model_dump(mode="json"),
-        "gate_config": gate_config.model_dump(mode="json"),
+        "gate": decision.model_dump(mode="json"),
         "training": {
             "epochs_run": trained.epochs_run,
             "best_val_accuracy": trained.best_val_accuracy,
@@ -129,12 +130,15 @@ def model_card(manifest: dict[str, Any]) -> str:
     export = manifest.get("export")
     flip = manifest.get("train_config", {}).get("test_time_flip")
     serving = (
-        f"Served from `{export['file']}` (TFLite through LiteRT); it matched the Keras model to "
-        f"{export['max_abs_difference']:.1e} (max abs difference over "
-        f"{export['checked_images']} validation images)."
+        f"Served from `{export['file']}` (TFLite through LiteRT, quantization: "
+        f"{export.get('quantization', 'none (float32)')}); its probabilities are within "
+        f"{export['max_abs_difference']:.1e} of the Keras model's over "
+        f"{export['checked_images']} validation images. The metrics above are the export's."
         if export
         else "Served from `model.keras` (no TFLite export for this version)."
     ) + (" Each face is scored as the average of it and its mirror image." if flip else "")
+    gate = manifest.get("gate") or {}
+    checks = "\n".join(f"- {check}" for check in gate.get("checks", [])) or "- not recorded"
     return f"""# Model card: FER emotion classifier
 
 ## Intended use
@@ -170,6 +174,9 @@ accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epoc
 {calibration}
 
 {serving}
+
+## Promotion gate
+{checks}
 
 ## Limitations
 - Expects one roughly frontal, centred face per crop; profile views, occlusion, low light and

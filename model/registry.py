@@ -4,7 +4,8 @@ Layout (see ARCHITECTURE.md)::
 
     s3://<bucket>/models/<version>/model.keras
     s3://<bucket>/models/<version>/manifest.json   written last: a version is complete iff present
-    s3://<bucket>/models/champion.json             {version, sha256, promoted_at, previous}
+    s3://<bucket>/models/champion.json             {version, sha256, promoted_at, previous,
+                                                    history}
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import logging
 import mimetypes
 import os
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from model.errors import RegistryError
+from model.errors import RegistryError, StoreUnavailable
 
 if TYPE_CHECKING:
     from model.settings import Settings
@@ -40,14 +41,32 @@ MANIFEST_FILE = "manifest.json"
 CHAMPION_KEY = f"{MODELS_PREFIX}/champion.json"
 
 
+#: Former champions remembered in the pointer, for repeated rollbacks.
+HISTORY_LENGTH = 20
+
+
 @dataclass(frozen=True)
 class ChampionPointer:
-    """The current champion as recorded in ``champion.json``."""
+    """The current champion as recorded in ``champion.json``.
+
+    ``history`` lists former champions, most recent first (``previous`` is its head);
+    pointers written before it existed read back with an empty one.
+    """
 
     version: str
     sha256: str
     promoted_at: str
     previous: str | None
+    history: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChampionPointer:
+        """Read a pointer as stored (``history`` is a JSON list)."""
+        return cls(**{**data, "history": tuple(data.get("history") or ())})
+
+    def to_json(self) -> dict[str, Any]:
+        """The pointer as stored."""
+        return {**self.__dict__, "history": list(self.history)}
 
 
 def sha256_file(path: Path) -> str:
@@ -66,13 +85,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def new_version_id() -> str:
-    """A sortable, unique version id: UTC timestamp plus a random suffix.
+def new_version_id(content_sha256: str) -> str:
+    """A sortable version id: UTC time to the microsecond plus the model's content hash.
+
+    Args:
+        content_sha256: hex sha256 of the model file.
 
     Returns:
-        e.g. ``20261124T101500Z-3f9a1c2e``.
+        e.g. ``20261124T101500123456Z-3f9a1c2e``; ids sort in publishing order, and the
+        suffix tells at a glance which versions hold the same model.
     """
-    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{content_sha256[:8]}"
 
 
 def make_s3_client(settings: Settings) -> S3Client:
@@ -113,6 +136,19 @@ def _error_code(error: ClientError) -> str:
 
 def _is_missing(error: ClientError) -> bool:
     return _error_code(error) in {"404", "NoSuchKey", "NotFound"}
+
+
+def _is_transient(error: Exception) -> bool:
+    """Whether a failed call may succeed later: the store was unreachable or overloaded.
+
+    boto3 has already retried these itself (standard mode); what is left is an outage that
+    outlasted those attempts, which the publish task retries again with a longer backoff.
+    """
+    if isinstance(error, BotoConnectionError | HTTPClientError):
+        return True
+    if isinstance(error, ClientError):
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+    return False
 
 
 def _is_precondition_failed(error: ClientError) -> bool:
@@ -158,22 +194,24 @@ class ModelRegistry:
             return
         except ClientError as error:
             if not _is_missing(error) and _error_code(error) != "NoSuchBucket":
-                raise RegistryError(self._explain(error, f"bucket {self.bucket}")) from error
+                raise self._failure(error, f"bucket {self.bucket}") from error
         except BotoCoreError as error:
-            raise RegistryError(self._explain(error, f"bucket {self.bucket}")) from error
+            raise self._failure(error, f"bucket {self.bucket}") from error
         try:
             self.client.create_bucket(Bucket=self.bucket)
         except ClientError as error:
             if _error_code(error) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                raise RegistryError(self._explain(error, f"bucket {self.bucket}")) from error
+                raise self._failure(error, f"bucket {self.bucket}") from error
 
-    def _explain(self, error: Exception, what: str) -> str:
+    def _failure(self, error: Exception, what: str) -> RegistryError:
+        """The error to raise for a failed store call: transient ones say so, for retries."""
         endpoint = self.client.meta.endpoint_url
-        return (
+        message = (
             f"cannot access {what} at {endpoint}: {error}; check that the store is running "
             "(`fer services up`) or that FER_S3_ENDPOINT_URL, FER_S3_BUCKET and the "
             "FER_S3_* credentials are right"
         )
+        return StoreUnavailable(message) if _is_transient(error) else RegistryError(message)
 
     def _get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
         try:
@@ -181,9 +219,9 @@ class ModelRegistry:
         except ClientError as error:
             if _is_missing(error):
                 return None
-            raise RegistryError(self._explain(error, self.uri(key))) from error
+            raise self._failure(error, self.uri(key)) from error
         except BotoCoreError as error:
-            raise RegistryError(self._explain(error, self.uri(key))) from error
+            raise self._failure(error, self.uri(key)) from error
         return json.loads(response["Body"].read()), response["ETag"]
 
     def publish_version(
@@ -202,10 +240,10 @@ class ModelRegistry:
         Raises:
             RegistryError: if the upload fails or the version already exists.
         """
-        version = new_version_id()
+        digest = sha256_file(model_path)
+        version = new_version_id(digest)
         prefix = f"{MODELS_PREFIX}/{version}"
         model_key = f"{prefix}/{MODEL_FILE}"
-        digest = sha256_file(model_path)
         size = model_path.stat().st_size
         files = {MODEL_FILE: {"sha256": digest, "bytes": size}}
         files |= {
@@ -243,9 +281,9 @@ class ModelRegistry:
         except ClientError as error:
             if _is_precondition_failed(error):
                 raise RegistryError(f"version {version} already exists; publish again") from error
-            raise RegistryError(self._explain(error, self.uri(prefix))) from error
+            raise self._failure(error, self.uri(prefix)) from error
         except BotoCoreError as error:
-            raise RegistryError(self._explain(error, self.uri(prefix))) from error
+            raise self._failure(error, self.uri(prefix)) from error
         logger.info("published %s (%s)", self.uri(prefix), digest[:12])
         return version
 
@@ -271,7 +309,7 @@ class ModelRegistry:
                         str(path), self.bucket, key, ExtraArgs={"ContentType": _content_type(path)}
                     )
         except (ClientError, BotoCoreError) as error:
-            raise RegistryError(self._explain(error, self.uri(prefix))) from error
+            raise self._failure(error, self.uri(prefix)) from error
         return self.uri(prefix)
 
     def presigned_url(self, key: str, expires_seconds: int = 7 * 24 * 3600) -> str:
@@ -323,13 +361,13 @@ class ModelRegistry:
                     if len(parts) == 3 and parts[2] == MANIFEST_FILE:
                         versions.append(parts[1])
         except (ClientError, BotoCoreError) as error:
-            raise RegistryError(self._explain(error, self.uri(MODELS_PREFIX))) from error
+            raise self._failure(error, self.uri(MODELS_PREFIX)) from error
         return sorted(versions)
 
     def champion(self) -> ChampionPointer | None:
         """The current champion, or None when nothing was promoted yet."""
         found = self._get_json(CHAMPION_KEY)
-        return None if found is None else ChampionPointer(**found[0])
+        return None if found is None else ChampionPointer.from_json(found[0])
 
     def promote(self, version: str) -> ChampionPointer:
         """Point the champion at a complete version with a compare-and-swap write.
@@ -338,25 +376,64 @@ class ModelRegistry:
             version: the version to promote.
 
         Returns:
-            The new pointer.
+            The new pointer; the replaced champion heads its history.
 
         Raises:
             RegistryError: if the version is incomplete or another promotion won the race.
         """
-        manifest = self.read_manifest(version)
         current = self._get_json(CHAMPION_KEY)
+        if current is not None and current[0]["version"] == version:
+            # Already champion (a retried call whose first write landed): keep `previous`.
+            return ChampionPointer.from_json(current[0])
+        history: tuple[str, ...] = ()
+        if current is not None:
+            replaced = ChampionPointer.from_json(current[0])
+            history = (replaced.version, *replaced.history)
+        return self._swap(version, history, current)
+
+    def rollback(self) -> ChampionPointer:
+        """Make the previous champion the champion again (compare-and-swap).
+
+        The rolled-back version leaves the history, so calling this again goes one further
+        back.
+
+        Returns:
+            The new pointer.
+
+        Raises:
+            RegistryError: if there is no champion or no previous one, or the pointer
+                changed meanwhile.
+        """
+        current = self._get_json(CHAMPION_KEY)
+        if current is None:
+            raise RegistryError("there is no champion to roll back; promote a version first")
+        pointer = ChampionPointer.from_json(current[0])
+        if not pointer.history:
+            raise RegistryError(
+                f"champion {pointer.version} has no previous champion to roll back to; "
+                "promote a version by id with `fer models promote VERSION`"
+            )
+        return self._swap(pointer.history[0], pointer.history[1:], current)
+
+    def _swap(
+        self, version: str, history: tuple[str, ...], current: tuple[dict[str, Any], str] | None
+    ) -> ChampionPointer:
+        """Write the pointer for ``version`` if it is still ``current`` (by ETag)."""
+        manifest = self.read_manifest(version)
+        history = tuple(v for v in history if v != version)[:HISTORY_LENGTH]
         pointer = ChampionPointer(
             version=version,
             sha256=manifest["files"][MODEL_FILE]["sha256"],
             promoted_at=datetime.now(UTC).isoformat(),
-            previous=None if current is None else current[0]["version"],
+            previous=history[0] if history else None,
+            history=history,
         )
         condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current[1]}
         try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=CHAMPION_KEY,
-                Body=json.dumps(pointer.__dict__, indent=2).encode(),
+                Body=json.dumps(pointer.to_json(), indent=2).encode(),
                 ContentType="application/json",
                 **condition,
             )
@@ -364,11 +441,86 @@ class ModelRegistry:
             if _is_precondition_failed(error):
                 raise RegistryError(
                     f"the champion pointer changed while promoting {version}; "
-                    "another promotion ran at the same time: check `fer models` and retry"
+                    "another promotion ran at the same time: check `fer models list` and retry"
                 ) from error
-            raise RegistryError(self._explain(error, self.uri(CHAMPION_KEY))) from error
+            raise self._failure(error, self.uri(CHAMPION_KEY)) from error
         logger.info("champion is now %s (was %s)", version, pointer.previous)
         return pointer
+
+    def verify_version(self, version: str) -> dict[str, str]:
+        """Download every file of a version afresh and check its size and sha256.
+
+        Args:
+            version: version id.
+
+        Returns:
+            File name -> ``"ok"`` or what is wrong with it.
+
+        Raises:
+            RegistryError: if the version has no manifest or the store cannot be reached.
+        """
+        results: dict[str, str] = {}
+        files = self.read_manifest(version)["files"]
+        # A scratch folder, not the download cache: the store's copy is what is checked.
+        with tempfile.TemporaryDirectory(prefix="fer-verify-") as scratch:
+            for name, entry in files.items():
+                try:
+                    path = self.download_file(version, name, Path(scratch), entry["sha256"])
+                except StoreUnavailable:
+                    raise
+                except RegistryError as error:
+                    results[name] = str(error)
+                    continue
+                size = path.stat().st_size
+                expected = entry["bytes"]
+                results[name] = "ok" if size == expected else f"{size} bytes, expected {expected}"
+        return results
+
+    def prune(self, keep: int, dry_run: bool = False) -> list[str]:
+        """Delete all but the ``keep`` newest versions; never the champion or its previous.
+
+        Each version's manifest is deleted first, so it stops being a complete version
+        before any of its files go.
+
+        Args:
+            keep: how many of the newest complete versions to keep (besides the protected).
+            dry_run: only report what would be deleted.
+
+        Returns:
+            The deleted (or, with ``dry_run``, deletable) version ids, oldest first.
+
+        Raises:
+            RegistryError: if ``keep`` is negative or the store fails.
+        """
+        if keep < 0:
+            raise RegistryError(f"--keep must be 0 or more, not {keep}")
+        versions = self.list_versions()
+        pointer = self.champion()
+        protected = set(versions[len(versions) - keep :] if keep else ())
+        if pointer is not None:
+            protected |= {pointer.version, *pointer.history[:1]}
+        doomed = [version for version in versions if version not in protected]
+        if dry_run:
+            return doomed
+        for version in doomed:
+            # Re-read: a promotion may have landed since the list was made.
+            pointer = self.champion()
+            if pointer is not None and version in (pointer.version, pointer.previous):
+                continue
+            self._delete_version(version)
+        return doomed
+
+    def _delete_version(self, version: str) -> None:
+        prefix = f"{MODELS_PREFIX}/{version}/"
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=prefix + MANIFEST_FILE)
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure(error, self.uri(prefix)) from error
+        logger.info("deleted model version %s", version)
 
     def download_model(self, version: str, dest_dir: Path, expected_sha256: str) -> Path:
         """Download a version's model file and verify its hash before anyone loads it.
@@ -385,6 +537,36 @@ class ModelRegistry:
             RegistryError: if the download fails or the hash does not match.
         """
         return self.download_file(version, MODEL_FILE, dest_dir, expected_sha256)
+
+    def download_served(
+        self, version: str, dest_dir: Path, expected_sha256: str | None = None
+    ) -> Path:
+        """Download what serves a version: its model and, when it has one, its TFLite export.
+
+        Both land in ``<dest_dir>/<version>/`` and are sha256-verified, the export against
+        the manifest; :meth:`model.predict.Predictor.from_file` and
+        :func:`model.evaluate.load_scored` pick the export up from beside the model.
+
+        Args:
+            version: version id.
+            dest_dir: local cache folder.
+            expected_sha256: the model's hash from the champion pointer (default: the
+                manifest's).
+
+        Returns:
+            Path of the verified ``model.keras``.
+
+        Raises:
+            RegistryError: if a download fails or a hash does not match.
+        """
+        from model.export import TFLITE_FILE
+
+        files = self.read_manifest(version)["files"]
+        digest = expected_sha256 or files[MODEL_FILE]["sha256"]
+        path = self.download_file(version, MODEL_FILE, dest_dir, digest)
+        if TFLITE_FILE in files:
+            self.download_file(version, TFLITE_FILE, dest_dir, files[TFLITE_FILE]["sha256"])
+        return path
 
     def download_file(self, version: str, name: str, dest_dir: Path, expected_sha256: str) -> Path:
         """Download one file of a version and verify its hash before anyone uses it.
@@ -418,7 +600,7 @@ class ModelRegistry:
                 )
             os.replace(tmp_path, target)
         except (ClientError, BotoCoreError) as error:
-            raise RegistryError(self._explain(error, self.uri(key))) from error
+            raise self._failure(error, self.uri(key)) from error
         finally:
             tmp_path.unlink(missing_ok=True)
         return target

@@ -27,6 +27,7 @@ from model.network import (
     AugmentConfig,
     NetworkConfig,
     build_model,
+    fold_batch_norm,
     logits_model,
     with_temperature,
 )
@@ -87,6 +88,12 @@ class TrainConfig(BaseModel):
         description="Serve the average of the logits of each face and its mirror image; "
         "built into the saved model, so evaluation and serving agree (twice the inference "
         "cost).",
+    )
+    quantize_export: bool = Field(
+        True,
+        description="Store the serving export (serving.tflite) with int8 weights: 3.7x faster "
+        "per face than float32 for -0.14 points of test accuracy on the cpu recipe; "
+        "evaluation and the gate score the export itself.",
     )
     validation_fraction: float = Field(
         0.1, gt=0, lt=0.5, description="Share of train held out (stratified) for model selection."
@@ -444,7 +451,14 @@ def fit_model(
     model_path = run_dir / MODEL_FILE
     served = with_temperature(final, calibration["temperature"], flip)
     served.save(model_path)
-    exported = export_tflite(served, run_dir / TFLITE_FILE, x_val[:EXPORT_CHECK_IMAGES])
+    folded = fold_batch_norm(final, config.network, (IMAGE_SIZE, IMAGE_SIZE, 1), config.seed)
+    exported = export_tflite(
+        with_temperature(folded, calibration["temperature"], flip),
+        run_dir / TFLITE_FILE,
+        x_val[:EXPORT_CHECK_IMAGES],
+        reference=served,
+        quantize=config.quantize_export,
+    )
     (run_dir / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2))
     history = plan.history
     history_path = run_dir / HISTORY_FILE

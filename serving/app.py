@@ -11,7 +11,6 @@ import gradio as gr
 from PIL import Image
 
 from model.errors import RegistryError
-from model.export import TFLITE_FILE
 from model.predict import Predictor
 from model.registry import ModelRegistry
 from model.settings import Settings
@@ -68,12 +67,8 @@ class ChampionWatcher:
             self._predictor is not None and self._predictor.version == pointer.version
         ):
             return False
-        path = self.registry.download_model(pointer.version, self.cache_dir, pointer.sha256)
-        exported = self.registry.read_manifest(pointer.version)["files"].get(TFLITE_FILE)
-        if exported:  # served in preference to the Keras file; verified the same way
-            self.registry.download_file(
-                pointer.version, TFLITE_FILE, self.cache_dir, exported["sha256"]
-            )
+        # The TFLite export, when the version has one, lands beside the model and is served.
+        path = self.registry.download_served(pointer.version, self.cache_dir, pointer.sha256)
         self._predictor = self.loader(path, pointer.version)
         logger.info("serving model version %s", pointer.version)
         return True

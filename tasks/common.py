@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.errors import FerError
+from model.errors import FerError, StoreUnavailable
 from model.settings import Settings, get_settings
 
 
@@ -16,6 +16,9 @@ def settings() -> Settings:
 def retry_unless_platform_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry transient failures only: the platform's own errors are deterministic.
 
+    The exception is :class:`StoreUnavailable`: an S3 outage that outlasted boto3's own
+    retries, which a later attempt may get past.
+
     Args:
         task: the Prefect task.
         task_run: the failed run.
@@ -26,6 +29,8 @@ def retry_unless_platform_error(task: Any, task_run: Any, state: Any) -> bool:
     """
     try:
         state.result()
+    except StoreUnavailable:
+        return True
     except FerError:
         return False
     except Exception:

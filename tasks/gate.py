@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from model.dataset import DatasetRef
 from model.evaluate import Metrics
-from model.gate import Decision, GateConfig, decide, enforce
+from model.gate import Decision, GateConfig, decide, enforce, score_champion
+from model.registry import ModelRegistry
+from tasks.common import retry_unless_platform_error, settings
 
 
-@task(name="check_gate")
-def check_gate_task(metrics: Metrics, config: GateConfig) -> Decision:
-    """Apply the gate; raises ``GateFailed`` listing every failed criterion."""
-    decision = decide(metrics, config)
+@task(
+    name="check_gate",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_platform_error,
+    timeout_seconds=1800,
+)
+def check_gate_task(
+    metrics: Metrics, config: GateConfig, ref: DatasetRef, work_dir: Path
+) -> Decision:
+    """Apply the gate (floors, then the champion on the same test data).
+
+    Raises ``GateFailed`` listing every failed criterion; the decision is a Prefect artifact.
+    """
+    registry = ModelRegistry.from_settings(settings())
+    champion = score_champion(registry, ref, settings().home_dir, work_dir)
+    decision = decide(metrics, config, champion)
+    verdict = "**passed**" if decision.passed else "**failed**"
     create_markdown_artifact(
         key="gate-decision",
-        markdown=(
-            "**passed**"
-            if decision.passed
-            else "**failed**\n\n" + "\n".join(f"- {reason}" for reason in decision.reasons)
-        ),
-        description="Promotion gate decision",
+        markdown=verdict + "\n\n" + "\n".join(f"- {check}" for check in decision.checks),
+        description="Promotion gate decision, criterion by criterion",
     )
     get_run_logger().info("gate %s", "passed" if decision.passed else "failed")
     enforce(decision)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.tasks import exponential_backoff
 
 from model.dataset import DatasetRef
 from model.evaluate import Metrics
 from model.export import TFLITE_FILE
-from model.gate import GateConfig
+from model.gate import Decision
 from model.lineage import MODEL_CARD_FILE, make_manifest, model_card
 from model.registry import ChampionPointer, ModelRegistry
 from model.train import TrainConfig, TrainResult
@@ -17,8 +18,10 @@ from tasks.common import retry_unless_platform_error, settings
 
 @task(
     name="publish_model",
-    retries=2,
-    retry_delay_seconds=10,
+    # A store outage outlasting boto3's own retries: wait 10, 20, 40 s (+-50 %) and retry.
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_platform_error,
     timeout_seconds=1800,
 )
@@ -27,7 +30,7 @@ def publish_model_task(
     metrics: Metrics,
     ref: DatasetRef,
     train_config: TrainConfig,
-    gate_config: GateConfig,
+    decision: Decision,
 ) -> str:
     """Upload the model, its reports and manifest; returns the new version id."""
     registry = ModelRegistry.from_settings(settings())
@@ -37,7 +40,7 @@ def publish_model_task(
         f"reports/{trained.run_dir.name}",
         exclude=(trained.model_path.name, TFLITE_FILE),
     )
-    manifest = make_manifest(metrics, ref, trained, train_config, gate_config, reports)
+    manifest = make_manifest(metrics, ref, trained, train_config, decision, reports)
     card = trained.run_dir / MODEL_CARD_FILE
     card.write_text(model_card(manifest))
     extra = [card] + ([trained.tflite_path] if trained.tflite_path else [])
@@ -48,8 +51,9 @@ def publish_model_task(
 
 @task(
     name="promote_version",
-    retries=2,
-    retry_delay_seconds=5,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_platform_error,
 )
 def promote_version_task(version: str) -> ChampionPointer:

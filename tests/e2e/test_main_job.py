@@ -68,9 +68,10 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         )
         assert len(result["confidences"]) == 7
         models = subprocess.run(
-            [FER, "models"], env=env, capture_output=True, text=True, timeout=120
+            [FER, "models", "list"], env=env, capture_output=True, text=True, timeout=120
         )
-        assert models.returncode == 0 and models.stdout.startswith("* ")
+        assert models.returncode == 0
+        assert [line for line in models.stdout.splitlines() if line.startswith("* 2")]
     finally:
         process.send_signal(signal.SIGTERM)
         try:

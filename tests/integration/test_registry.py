@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from model.errors import RegistryError
-from model.registry import CHAMPION_KEY, ModelRegistry, sha256_file
+from model.errors import RegistryError, StoreUnavailable
+from model.registry import CHAMPION_KEY, ChampionPointer, ModelRegistry, sha256_file
 from model.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -46,6 +49,7 @@ def test_stale_promotion_loses_the_race(
 ) -> None:
     first = registry.publish_version(model_file, {})
     second = registry.publish_version(model_file, {})
+    third = registry.publish_version(model_file, {})
     registry.promote(first)
     stale = registry._get_json(CHAMPION_KEY)
     registry.promote(second)
@@ -56,9 +60,48 @@ def test_stale_promotion_loses_the_race(
         lambda key: stale if key == CHAMPION_KEY else ModelRegistry._get_json(registry, key),
     )
     with pytest.raises(RegistryError, match="changed while promoting"):
-        registry.promote(first)
+        registry.promote(third)
     monkeypatch.undo()
     assert registry.champion().version == second
+
+
+@pytest.mark.parametrize("pointer_exists", [True, False], ids=["replace", "first-promotion"])
+def test_concurrent_promotions_exactly_one_wins(
+    services: Settings, model_file: Path, pointer_exists: bool
+) -> None:
+    client = ModelRegistry.from_settings(services).client
+    setup = ModelRegistry(client, f"fer-race-{uuid.uuid4().hex[:8]}")
+    setup.ensure_bucket()
+    versions = [setup.publish_version(model_file, {}) for _ in range(5)]
+    if pointer_exists:
+        setup.promote(versions[0])
+    contenders = versions[1:]
+    # Every worker reads the pointer before any of them writes: the tightest race there is.
+    everyone_read = threading.Barrier(len(contenders))
+
+    class Racing(ModelRegistry):
+        def _get_json(self, key: str):  # type: ignore[no-untyped-def]
+            found = super()._get_json(key)
+            if key == CHAMPION_KEY:
+                everyone_read.wait(timeout=30)
+            return found
+
+    def promote(version: str) -> ChampionPointer | RegistryError:
+        worker = Racing(ModelRegistry.from_settings(services).client, setup.bucket)
+        try:
+            return worker.promote(version)
+        except RegistryError as error:
+            return error
+
+    with ThreadPoolExecutor(len(contenders)) as pool:
+        results = list(pool.map(promote, contenders))
+    winners = [r for r in results if isinstance(r, ChampionPointer)]
+    losers = [r for r in results if isinstance(r, RegistryError)]
+    assert len(winners) == 1, results
+    assert len(losers) == len(contenders) - 1
+    assert all("another promotion ran at the same time" in str(error) for error in losers)
+    assert setup.champion() == winners[0]
+    assert winners[0].previous == (versions[0] if pointer_exists else None)
 
 
 def test_incomplete_version_cannot_be_promoted(registry: ModelRegistry) -> None:
@@ -100,10 +143,34 @@ def test_download_verifies_the_hash(
     assert list((tmp_path / "other" / version).iterdir()) == []
 
 
-def test_unreachable_store_gives_a_clear_error(tmp_path: Path) -> None:
+def test_unreachable_store_gives_a_clear_error_that_tasks_retry(tmp_path: Path) -> None:
     from infra.services import free_port
+    from tasks.common import retry_unless_platform_error
 
     settings = Settings(home=tmp_path, s3_port=free_port())
     registry = ModelRegistry.from_settings(settings)
-    with pytest.raises(RegistryError, match="fer services up"):
+    with pytest.raises(StoreUnavailable, match="fer services up") as outage:
         registry.champion()
+
+    class Failed:  # the part of a Prefect state the retry condition reads
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def result(self) -> None:
+            raise self.error
+
+    assert retry_unless_platform_error(None, None, Failed(outage.value))
+    assert not retry_unless_platform_error(None, None, Failed(RegistryError("no such version")))
+    assert retry_unless_platform_error(None, None, Failed(OSError("disk hiccup")))
+
+
+def test_promoting_the_champion_again_keeps_its_previous(
+    registry: ModelRegistry, model_file: Path
+) -> None:
+    first = registry.publish_version(model_file, {})
+    second = registry.publish_version(model_file, {})
+    registry.promote(first)
+    pointer = registry.promote(second)
+    # A retried promotion whose first write landed must not make the champion its own previous.
+    assert registry.promote(second) == pointer
+    assert registry.champion().previous == first

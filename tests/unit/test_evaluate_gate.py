@@ -7,7 +7,7 @@ import pytest
 
 from model.errors import GateFailed
 from model.evaluate import compute_metrics, plot_confusion
-from model.gate import GateConfig, decide, enforce
+from model.gate import ChampionScore, GateConfig, decide, enforce
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +56,40 @@ def test_enforce_raises_with_every_reason() -> None:
 def test_gate_config_is_validated() -> None:
     with pytest.raises(ValueError):
         GateConfig(min_accuracy=1.5)
+    with pytest.raises(ValueError):
+        GateConfig(max_regression=-0.1)
+
+
+def test_every_failed_criterion_is_reported_at_once() -> None:
+    # 7 of 10 right: accuracy 0.7; angry, disgust and fear (labels 0, 1, 2 appear twice and
+    # are missed once each) have recall 0.5.
+    config = GateConfig(min_accuracy=0.8, min_macro_f1=0.9, min_class_recall=0.6)
+    decision = decide(_metrics(correct=7), config)
+    assert not decision.passed
+    assert len(decision.reasons) == 5
+    assert "test accuracy 0.7000 is below the floor 0.8000" in decision.reasons[0]
+    assert "macro F1" in decision.reasons[1] and "min_macro_f1" in decision.reasons[1]
+    assert [r.split()[0] for r in decision.reasons[2:]] == ["angry", "disgust", "fear"]
+    # Every criterion is listed with its value, passed or not: 2 floors + 7 classes.
+    assert len(decision.checks) == 9
+    assert sum(check.startswith("FAIL") for check in decision.checks) == 5
+    with pytest.raises(GateFailed) as error:
+        enforce(decision)
+    assert len(error.value.reasons) == 5
+
+
+def test_challenger_may_trail_the_champion_by_the_margin_only() -> None:
+    champion = ChampionScore(version="v1", accuracy=0.75, macro_f1=0.7, rescored=False)
+    config = GateConfig(min_accuracy=0.0, max_regression=0.05)
+    assert decide(_metrics(correct=8), config, champion).passed  # 0.80 > 0.75
+    assert decide(_metrics(correct=7), config, champion).passed  # 0.70 = 0.75 - 0.05
+    worse = decide(_metrics(correct=6), config, champion)
+    assert not worse.passed
+    assert worse.reasons == (
+        "test accuracy 0.6000 vs champion v1's 0.7500 (same test data), margin 0.0500 "
+        "(GateConfig.max_regression): worse by more",
+    )
+    assert worse.champion == champion
+    rescored = champion.model_copy(update={"rescored": True})
+    assert "re-scored on this test data" in decide(_metrics(correct=6), config, rescored).reasons[0]
+    assert not any("champion" in c for c in decide(_metrics(correct=6), config).checks)

@@ -10,7 +10,13 @@ import pytest
 
 from model.dataset import CLASSES
 from model.export import EXPORT_FILE, TFLITE_FILE, TFLiteRunner, export_tflite
-from model.network import AugmentConfig, NetworkConfig, build_model
+from model.network import (
+    AugmentConfig,
+    NetworkConfig,
+    build_model,
+    fold_batch_norm,
+    with_temperature,
+)
 from model.predict import Predictor, load_keras_model
 from model.train import class_weights
 
@@ -97,7 +103,7 @@ def test_class_weights_lift_rare_classes_and_average_one(
 
 def test_flip_averaging_is_built_into_the_served_model_and_exports(tmp_path: Path) -> None:
     from model.calibration import softmax
-    from model.network import logits_model, with_temperature
+    from model.network import logits_model
 
     network = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=4)
     served = with_temperature(network, 2.0, flip_average=True)
@@ -150,3 +156,77 @@ def test_a_failed_conversion_leaves_no_export_and_training_keeps_its_model(
     assert export_tflite(Unconvertible(), tmp_path / TFLITE_FILE, _pixels(2, 0)) is None
     assert not (tmp_path / TFLITE_FILE).exists()
     assert not (tmp_path / EXPORT_FILE).exists()
+
+
+def _randomise_batch_norm(model: object, seed: int) -> None:
+    """Give every BatchNorm statistics and an affine map far from the identity."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # type: ignore[attr-defined]
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights(
+                [rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 1, n),
+                 rng.uniform(0.1, 3, n)]
+            )  # fmt: skip
+
+
+def test_folding_batch_norm_keeps_the_served_function_and_its_export(tmp_path: Path) -> None:
+    import keras
+
+    model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=5)
+    _randomise_batch_norm(model, 0)
+    folded = fold_batch_norm(model, NETWORK, (48, 48, 1), seed=5)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    pixels = _pixels(8, 3).astype(np.float32)
+    expected = np.asarray(model(pixels, training=False))
+    assert np.abs(np.asarray(folded(pixels, training=False)) - expected).max() < 1e-5
+
+    served = with_temperature(model, 0.8, flip_average=True)
+    fast = with_temperature(folded, 0.8, flip_average=True)
+    report = export_tflite(fast, tmp_path / TFLITE_FILE, _pixels(16, 4), reference=served)
+    assert report is not None and report["max_abs_difference"] < 1e-4
+    runner = TFLiteRunner(tmp_path / TFLITE_FILE)
+    assert np.abs(runner(pixels) - np.asarray(served(pixels, training=False))).max() < 1e-4
+
+
+def test_an_export_that_does_not_match_its_reference_is_not_kept(tmp_path: Path) -> None:
+    model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=6)
+    other = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=7)
+    _randomise_batch_norm(other, 1)
+    assert export_tflite(other, tmp_path / TFLITE_FILE, _pixels(8, 5), reference=model) is None
+    assert not (tmp_path / TFLITE_FILE).exists()
+
+
+def test_folding_is_a_no_op_without_batch_norm() -> None:
+    plain = NETWORK.model_copy(update={"batch_norm": False})
+    model = build_model(plain, (48, 48, 1), len(CLASSES), seed=8)
+    assert fold_batch_norm(model, plain, (48, 48, 1)) is model
+
+
+def test_quantized_export_is_smaller_close_and_what_evaluation_scores(tmp_path: Path) -> None:
+    from model.evaluate import load_scored, score_model
+
+    model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=9)
+    _randomise_batch_norm(model, 2)
+    model.save(tmp_path / "model.keras")
+    report = export_tflite(model, tmp_path / TFLITE_FILE, _pixels(32, 6), quantize=True)
+    assert report is not None
+    assert report["quantization"] == "dynamic-range int8 weights"
+    assert 0 < report["max_abs_difference"] <= 0.05  # int8 weights: close, not identical
+    assert 0 <= report["top1_agreement"] <= 1
+    float_export = tmp_path / "float" / TFLITE_FILE
+    float_export.parent.mkdir()
+    export_tflite(model, float_export, _pixels(4, 6))
+    assert (tmp_path / TFLITE_FILE).stat().st_size < float_export.stat().st_size
+
+    keras_model, served = load_scored(tmp_path / "model.keras")
+    assert served is not None
+    pixels = _pixels(40, 11)
+    labels = np.asarray(served(pixels)).argmax(axis=1)  # labels the export gets all right
+    metrics = score_model(keras_model, served, pixels, labels, "synthetic")
+    assert (metrics.runtime, metrics.accuracy) == ("tflite", 1.0)
+    (tmp_path / TFLITE_FILE).unlink()
+    keras_only = score_model(*load_scored(tmp_path / "model.keras"), pixels, labels, "synthetic")
+    assert keras_only.runtime == "keras"
