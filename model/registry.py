@@ -15,6 +15,7 @@ import json
 import logging
 import mimetypes
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -257,14 +258,8 @@ class ModelRegistry:
         }
         try:
             for path in extra_files:
-                self.client.upload_file(
-                    str(path), self.bucket, f"{prefix}/{path.name}",
-                    ExtraArgs={"ContentType": _content_type(path)},
-                )  # fmt: skip
-            # upload_file streams large files in parts; the hash is kept as metadata too.
-            self.client.upload_file(
-                str(model_path), self.bucket, model_key, ExtraArgs={"Metadata": {"sha256": digest}}
-            )
+                self._create(f"{prefix}/{path.name}", path, files[path.name]["sha256"])
+            self._create(model_key, model_path, digest)
             stored = self.client.head_object(Bucket=self.bucket, Key=model_key)
             if stored["ContentLength"] != size:
                 raise RegistryError(
@@ -280,12 +275,32 @@ class ModelRegistry:
             )
         except ClientError as error:
             if _is_precondition_failed(error):
-                raise RegistryError(f"version {version} already exists; publish again") from error
+                raise RegistryError(
+                    f"{self.uri(prefix)} already holds a file this publish was about to write: "
+                    "versions are never overwritten; publish again for a new version id"
+                ) from error
             raise self._failure(error, self.uri(prefix)) from error
         except BotoCoreError as error:
             raise self._failure(error, self.uri(prefix)) from error
         logger.info("published %s (%s)", self.uri(prefix), digest[:12])
         return version
+
+    def _create(self, key: str, path: Path, digest: str) -> None:
+        """Write one file of a new version, refusing to replace anything already there.
+
+        A single conditional ``PutObject`` (``If-None-Match: *``), not ``upload_file``:
+        s3transfer does not pass the condition on, and model files are far below
+        ``PutObject``'s 5 GB limit. The body is a file handle, so retries re-read it.
+        """
+        with path.open("rb") as body:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=_content_type(path),
+                Metadata={"sha256": digest},
+                IfNoneMatch="*",
+            )
 
     def upload_folder(self, folder: Path, prefix: str, exclude: tuple[str, ...] = ()) -> str:
         """Upload every file under ``folder`` to ``<prefix>/`` (reports, Data Docs).
@@ -571,14 +586,19 @@ class ModelRegistry:
     def download_file(self, version: str, name: str, dest_dir: Path, expected_sha256: str) -> Path:
         """Download one file of a version and verify its hash before anyone uses it.
 
+        The cache is keyed by content: the verified file is kept as
+        ``<dest_dir>/blobs/<sha256>`` and hard-linked (copied where links are impossible) to
+        ``<dest_dir>/<version>/<name>``, so versions sharing a file download it once. A cached
+        file is re-hashed before it is reused.
+
         Args:
             version: version id.
             name: file name inside the version (``model.keras``, ``serving.tflite``, ...).
-            dest_dir: local folder; the file lands at ``<dest_dir>/<version>/<name>``.
+            dest_dir: local cache folder.
             expected_sha256: hash from the champion pointer or manifest.
 
         Returns:
-            Path of the verified file (reused when already present and intact).
+            ``<dest_dir>/<version>/<name>``, verified.
 
         Raises:
             RegistryError: if the download fails or the hash does not match.
@@ -586,9 +606,23 @@ class ModelRegistry:
         target = dest_dir / version / name
         if target.exists() and sha256_file(target) == expected_sha256:
             return target
+        blob = dest_dir / "blobs" / expected_sha256
+        if not (blob.exists() and sha256_file(blob) == expected_sha256):
+            self._fetch_verified(f"{MODELS_PREFIX}/{version}/{name}", blob, expected_sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
-        key = f"{MODELS_PREFIX}/{version}/{name}"
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+        staged = target.with_name(f".{name}.{os.getpid()}.link")
+        staged.unlink(missing_ok=True)
+        try:
+            os.link(blob, staged)
+        except OSError:  # another file system, or no hard links there
+            shutil.copyfile(blob, staged)
+        os.replace(staged, target)
+        return target
+
+    def _fetch_verified(self, key: str, dest: Path, expected_sha256: str) -> None:
+        """Download ``key`` to ``dest`` through a ``.part`` file, renamed only if it verifies."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, suffix=".part", delete=False) as tmp:
             tmp_path = Path(tmp.name)
         try:
             self.client.download_file(self.bucket, key, str(tmp_path))
@@ -598,9 +632,8 @@ class ModelRegistry:
                     f"{self.uri(key)} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…: "
                     "the stored file is corrupt or was replaced; it will not be used"
                 )
-            os.replace(tmp_path, target)
+            os.replace(tmp_path, dest)
         except (ClientError, BotoCoreError) as error:
             raise self._failure(error, self.uri(key)) from error
         finally:
             tmp_path.unlink(missing_ok=True)
-        return target

@@ -139,8 +139,33 @@ def test_download_verifies_the_hash(
     assert path.read_bytes() == model_file.read_bytes()
     with pytest.raises(RegistryError, match="will not be used"):
         registry.download_model(version, tmp_path / "other", "0" * 64)
-    assert not (tmp_path / "other" / version / "model.keras").exists()
-    assert list((tmp_path / "other" / version).iterdir()) == []
+    # Nothing unverified is left behind, not even a partial download.
+    assert [p for p in (tmp_path / "other").rglob("*") if p.is_file()] == []
+
+
+def test_download_cache_is_keyed_by_content(
+    registry: ModelRegistry, model_file: Path, tmp_path: Path
+) -> None:
+    digest = sha256_file(model_file)
+    first = registry.publish_version(model_file, {})
+    second = registry.publish_version(model_file, {})  # the same model, published again
+    gets: list[str] = []
+    registry.client.meta.events.register(
+        "after-call.s3.GetObject", lambda **kwargs: gets.append(kwargs["model"].name)
+    )
+    cache = tmp_path / "cache"
+    one = registry.download_model(first, cache, digest)
+    two = registry.download_model(second, cache, digest)
+    assert len(gets) == 1, "the second version's identical file was downloaded again"
+    assert one.read_bytes() == two.read_bytes() == model_file.read_bytes()
+    assert one.stat().st_ino == two.stat().st_ino == (cache / "blobs" / digest).stat().st_ino
+    # A cached copy that no longer matches its hash is fetched again, not used.
+    (cache / "blobs" / digest).unlink()
+    one.unlink()
+    one.parent.mkdir(exist_ok=True)
+    one.write_bytes(b"changed on disk")
+    assert registry.download_model(first, cache, digest).read_bytes() == model_file.read_bytes()
+    assert len(gets) == 2
 
 
 def test_unreachable_store_gives_a_clear_error_that_tasks_retry(tmp_path: Path) -> None:
@@ -174,3 +199,21 @@ def test_promoting_the_champion_again_keeps_its_previous(
     # A retried promotion whose first write landed must not make the champion its own previous.
     assert registry.promote(second) == pointer
     assert registry.champion().previous == first
+
+
+def test_publishing_never_overwrites_a_file_of_an_existing_version(
+    registry: ModelRegistry, model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.registry as registry_module
+
+    version = registry.publish_version(model_file, {"metrics": {"accuracy": 0.5}})
+    other = tmp_path / "other" / "model.keras"
+    other.parent.mkdir()
+    other.write_bytes(b"a different model")
+    # Force an id collision: every file write is conditional, so nothing is replaced.
+    monkeypatch.setattr(registry_module, "new_version_id", lambda digest: version)
+    with pytest.raises(RegistryError, match="versions are never overwritten"):
+        registry.publish_version(other, {"metrics": {"accuracy": 0.9}})
+    stored = registry.download_model(version, tmp_path / "cache", sha256_file(model_file))
+    assert stored.read_bytes() == model_file.read_bytes()
+    assert registry.read_manifest(version)["metrics"]["accuracy"] == 0.5

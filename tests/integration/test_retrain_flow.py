@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -81,6 +82,16 @@ def test_retrain_publishes_and_promotes_with_lineage(
     confusion = manifest["metrics"]["confusion"]
     assert accuracy == pytest.approx(sum(confusion[k][k] for k in range(7)) / 70)
     assert manifest["train_config"]["epochs"] == 1
+    assert manifest["dataset"]["source"] == str(fer_subset)
+    assert set(manifest["metrics"]["per_class"]) == set(CLASSES)
+    assert manifest["code_version"].startswith(("0.", "0+"))
+    created = datetime.fromisoformat(manifest["created_at"])
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 3600
+    for name, entry in manifest["files"].items():
+        stored = registry.client.head_object(
+            Bucket=services.s3_bucket, Key=f"models/{champion_version}/{name}"
+        )
+        assert stored["ContentLength"] == entry["bytes"] and len(entry["sha256"]) == 64
     assert manifest["training"]["temperature"] > 0
     assert manifest["metrics"]["ece"] is not None
     assert set(manifest["files"]) == {"model.keras", "serving.tflite", "model_card.md"}

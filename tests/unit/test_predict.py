@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,3 +48,16 @@ def test_predictor_returns_one_probability_per_class() -> None:
     assert sum(result.values()) == pytest.approx(1.0, abs=1e-5)
     batch = predictor.predict_batch(np.zeros((3, 48, 48, 1), dtype=np.uint8))
     assert batch.shape == (3, 7)
+
+
+def test_a_model_file_carrying_code_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    from model.predict import load_keras_model
+
+    inputs = keras.Input((48, 48, 1))
+    # A Lambda layer stores Python bytecode in the file; loading it would run that code.
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_keras_model(tmp_path / "lambda.keras")
