@@ -55,6 +55,7 @@ def publish_model_task(
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_platform_error,
+    timeout_seconds=300,
 )
 def promote_version_task(version: str) -> ChampionPointer:
     """Move the champion pointer to ``version`` (compare-and-swap)."""
