@@ -393,10 +393,15 @@ def models_prune(
     keep: Annotated[int, typer.Option(help="How many of the newest versions to keep.", min=0)],
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
 ) -> None:
-    """Delete old versions; the champion and its previous are always kept."""
-    doomed = _registry().prune(keep, dry_run=dry_run)
+    """Delete old versions (never the champion or its previous) and day-old broken uploads."""
+    pruned = _registry().prune(keep, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    typer.echo(f"{verb} {len(doomed)} version(s)" + "".join(f"\n  {v}" for v in doomed))
+    typer.echo(
+        f"{verb} {len(pruned.versions)} version(s)"
+        + "".join(f"\n  {v}" for v in pruned.versions)
+        + f"\n{verb} {len(pruned.incomplete)} incomplete upload(s) older than a day"
+        + "".join(f"\n  {v}" for v in pruned.incomplete)
+    )
 
 
 @app.command()

@@ -70,6 +70,14 @@ class ChampionPointer:
         return {**self.__dict__, "history": list(self.history)}
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """What :meth:`ModelRegistry.prune` deleted (or would delete)."""
+
+    versions: list[str]
+    incomplete: list[str]
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks.
 
@@ -491,39 +499,72 @@ class ModelRegistry:
                 results[name] = "ok" if size == expected else f"{size} bytes, expected {expected}"
         return results
 
-    def prune(self, keep: int, dry_run: bool = False) -> list[str]:
+    def prune(
+        self, keep: int, dry_run: bool = False, incomplete_after_seconds: float = 24 * 3600
+    ) -> Pruned:
         """Delete all but the ``keep`` newest versions; never the champion or its previous.
 
         Each version's manifest is deleted first, so it stops being a complete version
-        before any of its files go.
+        before any of its files go. Prefixes left by publishes that never completed (no
+        manifest) are deleted too once their newest file is ``incomplete_after_seconds``
+        old, so a publish still in progress is not touched.
 
         Args:
             keep: how many of the newest complete versions to keep (besides the protected).
             dry_run: only report what would be deleted.
+            incomplete_after_seconds: age after which an incomplete prefix is abandoned.
 
         Returns:
-            The deleted (or, with ``dry_run``, deletable) version ids, oldest first.
+            The deleted (or, with ``dry_run``, deletable) complete versions and incomplete
+            prefixes, oldest first.
 
         Raises:
             RegistryError: if ``keep`` is negative or the store fails.
         """
         if keep < 0:
             raise RegistryError(f"--keep must be 0 or more, not {keep}")
+        newest = self._newest_file_times()
         versions = self.list_versions()
         pointer = self.champion()
         protected = set(versions[len(versions) - keep :] if keep else ())
         if pointer is not None:
             protected |= {pointer.version, *pointer.history[:1]}
+        cutoff = datetime.now(UTC).timestamp() - incomplete_after_seconds
+        abandoned = sorted(
+            version
+            for version, modified in newest.items()
+            if version not in versions and modified.timestamp() <= cutoff
+        )
         doomed = [version for version in versions if version not in protected]
         if dry_run:
-            return doomed
+            return Pruned(doomed, abandoned)
+        deleted = []
         for version in doomed:
             # Re-read: a promotion may have landed since the list was made.
             pointer = self.champion()
             if pointer is not None and version in (pointer.version, pointer.previous):
                 continue
             self._delete_version(version)
-        return doomed
+            deleted.append(version)
+        for version in abandoned:
+            self._delete_version(version)
+        return Pruned(deleted, abandoned)
+
+    def _newest_file_times(self) -> dict[str, datetime]:
+        """Each version prefix (complete or not) with the time of its newest file."""
+        newest: dict[str, datetime] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{MODELS_PREFIX}/"):
+                for item in page.get("Contents", []):
+                    parts = item["Key"].split("/")
+                    if len(parts) >= 3:
+                        seen = newest.get(parts[1])
+                        if seen is None or item["LastModified"] > seen:
+                            newest[parts[1]] = item["LastModified"]
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure(error, self.uri(MODELS_PREFIX)) from error
+        return newest
 
     def _delete_version(self, version: str) -> None:
         prefix = f"{MODELS_PREFIX}/{version}/"

@@ -112,3 +112,21 @@ def test_prune_keeps_the_newest_the_champion_and_its_previous(
     # Nothing but the protected pair: --keep 0 deletes every other version.
     assert _fer("models", "prune", "--keep", "0")[0] == 0
     assert registry.list_versions() == versions[:2]
+
+
+def test_prune_clears_uploads_that_never_completed_once_they_are_old(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    (complete,) = _publish(registry, tmp_path, 1)
+    broken = "20260101T000000000000Z-deadbeef"
+    registry.client.put_object(
+        Bucket=registry.bucket, Key=f"models/{broken}/model.keras", Body=b"half a model"
+    )
+    # Just written: it may be a publish still in progress, so the CLI (one day) leaves it.
+    code, output = _fer("models", "prune", "--keep", "5")
+    assert code == 0 and "deleted 0 incomplete upload(s)" in output
+    assert registry.prune(keep=5, dry_run=True, incomplete_after_seconds=0).incomplete == [broken]
+    pruned = registry.prune(keep=5, incomplete_after_seconds=0)
+    assert (pruned.versions, pruned.incomplete) == ([], [broken])
+    listing = registry.client.list_objects_v2(Bucket=registry.bucket, Prefix="models/")
+    assert {item["Key"].split("/")[1] for item in listing["Contents"]} == {complete}
