@@ -3,9 +3,9 @@
 The export is the calibrated model (temperature included), by default with int8 weights
 (dynamic-range quantization: activations are quantized on the fly, so no calibration data is
 needed), checked against Keras on real images before it is kept. Serving runs it through the
-LiteRT interpreter (XNNPACK on CPU): 0.47 ms per face on 2 cores, against 1.76 ms for the
-float32 export and 39 ms for a Keras call (``bench/infer.py``). Evaluation scores the export
-itself, so the gate judges exactly what serves.
+LiteRT interpreter (XNNPACK on CPU): 0.49 ms per face on 2 cores, against 1.75 ms for the
+float32 export and 47 ms for a Keras call (``bench/infer.py``, the cpu recipe's model).
+Evaluation scores the export itself, so the gate judges exactly what serves.
 """
 
 from __future__ import annotations
