@@ -212,16 +212,24 @@ def _s3_health(url: str) -> bool:
 
 
 def _wait_for(
-    check: Callable[[], bool], state: ServiceState, settings: Settings, timeout: float
+    check: Callable[[], bool],
+    state: ServiceState,
+    settings: Settings,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        if not is_alive(state.pid, state.command):
+        # A process this call spawned is watched through its handle: /proc/<pid>/cmdline reads
+        # empty while the kernel is still setting up exec, which would look like an exit.
+        code = process.poll() if process is not None else None
+        if code is not None or (process is None and not is_alive(state.pid, state.command)):
+            how = f" with code {code}" if code is not None else ""
             raise ServiceError(
-                f"{state.name} exited while starting; see {log_path(settings, state.name)}:\n"
-                + _log_tail(settings, state.name)
+                f"{state.name} exited{how} while starting; "
+                f"see {log_path(settings, state.name)}:\n" + _log_tail(settings, state.name)
             )
         time.sleep(0.5)
     raise ServiceError(
@@ -231,13 +239,18 @@ def _wait_for(
 
 
 def _wait_or_stop(
-    check: Callable[[], bool], state: ServiceState, settings: Settings, timeout: float
+    check: Callable[[], bool],
+    state: ServiceState,
+    settings: Settings,
+    timeout: float,
+    process: subprocess.Popen[bytes],
 ) -> None:
     """Wait for health; a service that never got healthy is stopped, not left half-started."""
     try:
-        _wait_for(check, state, settings, timeout)
+        _wait_for(check, state, settings, timeout, process)
     except ServiceError:
         _stop(state, grace=10)
+        process.poll()  # reap it, so no zombie is left behind
         _state_path(settings, state.name).unlink(missing_ok=True)
         raise
 
@@ -252,10 +265,12 @@ def _log_tail(settings: Settings, name: str, lines: int = 15) -> str:
     return "\n".join(fatal[-3:] + text[-lines:])
 
 
-def _spawn(settings: Settings, name: str, command: list[str], env: dict[str, str]) -> int:
+def _spawn(
+    settings: Settings, name: str, command: list[str], env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     service_dir(settings, name).mkdir(parents=True, exist_ok=True)
     with log_path(settings, name).open("ab") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -265,7 +280,6 @@ def _spawn(settings: Settings, name: str, command: list[str], env: dict[str, str
             # Own process group, so `down` stops the service and every child it forked.
             start_new_session=True,
         )
-    return process.pid
 
 
 def _check_port_free(port: int, setting: str) -> None:
@@ -293,6 +307,8 @@ def _seaweedfs_spec(settings: Settings) -> tuple[list[str], dict[str, str], dict
     internal = {flag: free_port() for flag in _WEED_INTERNAL_PORTS}
     command = [
         _executable("weed"),
+        # glog's files go beside service.log instead of piling up in /tmp.
+        f"-logdir={service_dir(settings, SEAWEEDFS)}",
         "mini",
         f"-dir={data_dir}",
         # Without -ip/-ip.bind SeaweedFS listens on every interface.
@@ -315,16 +331,17 @@ def _seaweedfs_spec(settings: Settings) -> tuple[list[str], dict[str, str], dict
 def _start_prefect(settings: Settings, timeout: float) -> ServiceState:
     command, env, url = _prefect_spec(settings)
     _check_port_free(settings.prefect_port, "FER_PREFECT_PORT")
+    process = _spawn(settings, PREFECT, command, env)
     state = ServiceState(
         PREFECT,
-        _spawn(settings, PREFECT, command, env),
+        process.pid,
         settings.prefect_port,
         url,
         command,
         started_at=time.time(),
     )
     _write_state(settings, state)
-    _wait_or_stop(lambda: _prefect_health(url), state, settings, timeout)
+    _wait_or_stop(lambda: _prefect_health(url), state, settings, timeout, process)
     return state
 
 
@@ -342,10 +359,10 @@ def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> S
     attempt = 1
     while True:
         command, env, internal = _seaweedfs_spec(settings)
-        pid = _spawn(settings, SEAWEEDFS, command, env)
+        process = _spawn(settings, SEAWEEDFS, command, env)
         state = ServiceState(
             SEAWEEDFS,
-            pid,
+            process.pid,
             settings.s3_port,
             url,
             command,
@@ -354,7 +371,7 @@ def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> S
         )
         _write_state(settings, state)
         try:
-            _wait_or_stop(lambda: _s3_health(url), state, settings, timeout)
+            _wait_or_stop(lambda: _s3_health(url), state, settings, timeout, process)
             return state
         except ServiceError as error:
             # Another program can take an internal port between our check and weed's bind:
@@ -405,6 +422,8 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
 
     Raises:
         ServiceError: if a port is taken by another program or a service fails to start.
+        RegistryError: if the model bucket cannot be created (e.g. wrong credentials).
+        Either way, the services this call started are stopped again.
     """
     health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
     starters = {PREFECT: _start_prefect, SEAWEEDFS: _start_seaweedfs}
@@ -413,24 +432,33 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
     for name, setting in ((PREFECT, "FER_PREFECT_PORT"), (SEAWEEDFS, "FER_S3_PORT")):
         if _running_state(settings, name) is None:
             _check_port_free(_configured_port(settings, name), setting)
-    for name in SERVICE_NAMES:
-        state = _running_state(settings, name)
-        if state is None:
-            logger.info("starting %s", name)
-            state = starters[name](settings, timeout)
-            notes[name] = "started"
-        else:
+    started: list[ServiceState] = []
+    try:
+        for name in SERVICE_NAMES:
+            state = _running_state(settings, name)
+            if state is None:
+                logger.info("starting %s", name)
+                started.append(starters[name](settings, timeout))
+                notes[name] = "started"
+                continue
             if state.port != _configured_port(settings, name):
                 raise ServiceError(
                     f"{name} is already running on port {state.port}, not on the configured "
-                    f"{_configured_port(settings, name)}; run `fer services down` and `up` again "
-                    "to move it"
+                    f"{_configured_port(settings, name)}; run `fer services down` and `up` "
+                    "again to move it"
                 )
             url = state.url
             _wait_for(lambda url=url, check=health[name]: check(url), state, settings, timeout)
             notes[name] = "already running"
-    # Bounded well below `timeout`: wrong credentials fail the same way on every try.
-    _ensure_bucket(settings, min(timeout, 30.0))
+        # Bounded well below `timeout`: wrong credentials fail the same way on every try.
+        _ensure_bucket(settings, min(timeout, 30.0))
+    except (ServiceError, RegistryError):
+        # All or nothing: what this call started is stopped again; what ran before is kept.
+        for state in started:
+            logger.warning("stopping %s: the platform did not come up", state.name)
+            _stop(state, grace=10)
+            _state_path(settings, state.name).unlink(missing_ok=True)
+        raise
     return [
         ServiceStatus(s.name, s.running, s.url, s.pid, s.log_path, notes[s.name])
         for s in services_status(settings)

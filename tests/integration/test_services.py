@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.services import free_port, read_state, services_status, services_up
+from infra.services import free_port, log_path, read_state, services_status, services_up
 from model.errors import ServiceError
 from model.settings import Settings
 
@@ -29,6 +29,11 @@ def test_services_bind_loopback_only(services: Settings) -> None:
         with socket.socket() as probe:
             probe.settimeout(1)
             assert probe.connect_ex(("127.0.0.2", port)) != 0
+
+
+def test_seaweedfs_writes_its_own_logs_beside_service_log(services: Settings) -> None:
+    folder = log_path(services, "seaweedfs").parent
+    assert list(folder.glob("weed.*.log.INFO.*")), "glog files belong here, not in /tmp"
 
 
 @pytest.mark.parametrize("setting", ["prefect_port", "s3_port"])
@@ -68,3 +73,27 @@ def test_seaweedfs_retries_when_an_internal_port_is_taken(
             assert f"port {taken}" in log  # the first start failed on the taken port
         finally:
             services_module.services_down(settings)
+
+
+def test_a_failed_start_stops_what_this_up_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import infra.services as services_module
+
+    def broken_weed(settings: Settings) -> tuple[list[str], dict[str, str], dict[str, int]]:
+        script = "import sys; print('weed: cannot open the data folder'); sys.exit(2)"
+        return [sys.executable, "-c", script], {}, {}
+
+    monkeypatch.setattr(services_module, "_seaweedfs_spec", broken_weed)
+    settings = Settings(home=tmp_path, prefect_port=free_port(), s3_port=free_port())
+    with pytest.raises(ServiceError) as error:
+        services_up(settings, timeout=120)
+    assert "seaweedfs exited with code 2 while starting" in str(error.value)
+    assert "cannot open the data folder" in str(error.value)
+    # Prefect came up first; it is stopped again rather than left running on its own.
+    assert all(not s.running for s in services_status(settings))
+    assert read_state(settings, "prefect") is None
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", settings.prefect_port)) != 0
