@@ -219,11 +219,16 @@ def run_retrain(
         FerError: the run's own failure (data quality, gate, store) when it failed.
     """
     _check_prefect(settings)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.retrain import retrain
 
-    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+    prefect_settings = {
+        PREFECT_API_URL: settings.prefect_url,
+        # The validation cache lives under the platform home, as for the worker's runs.
+        PREFECT_LOCAL_STORAGE_PATH: settings.home_dir / "prefect" / "storage",
+    }
+    with temporary_settings(prefect_settings):
         state = retrain(
             dataset=dataset,
             train_config=train_config,
@@ -404,6 +409,85 @@ def models_prune(
     )
 
 
+Cron = Annotated[
+    str | None,
+    typer.Option(help="Cron schedule (five fields); default: the FER_RETRAIN_CRON setting."),
+]
+Timezone = Annotated[
+    str | None,
+    typer.Option(help="IANA time zone of the schedule; default: FER_RETRAIN_TIMEZONE."),
+]
+
+
+@app.command()
+@_clear_errors
+def deploy(
+    cron: Cron = None,
+    timezone: Timezone = None,
+    paused: Annotated[bool, typer.Option(help="Create the schedule paused.")] = False,
+) -> None:
+    """Create or update the `retrain/nightly` deployment (process work pool, cron schedule)."""
+    from flows.deploy import deploy_retrain
+
+    settings = get_settings()
+    _check_prefect(settings)
+    deployed = deploy_retrain(settings, cron=cron, timezone=timezone, paused=paused)
+    typer.echo(
+        f"deployment {deployed.name} on work pool {deployed.work_pool}: "
+        f"cron {deployed.cron!r} ({deployed.timezone}){' paused' if deployed.paused else ''}\n"
+        f"run it now:  prefect deployment run '{deployed.name}'\n"
+        f"a worker runs it:  fer worker   (or `fer up`, which starts one)"
+    )
+
+
+@app.command()
+@_clear_errors
+def worker() -> None:
+    """Run a Prefect process worker on FER_WORK_POOL in the foreground (Ctrl-C stops it)."""
+    import subprocess
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deploy import ensure_work_pool
+    from infra.services import worker_command, worker_env
+
+    settings = get_settings()
+    _check_prefect(settings)
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        ensure_work_pool(settings.work_pool)
+    env = {**os.environ, **worker_env(settings)}
+    try:
+        code = subprocess.call(worker_command(settings), env=env)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+def _run_first_retrain(settings: Settings, parameters: dict[str, Any]) -> None:
+    """Run the deployment once through the worker; a failure keeps a previous champion."""
+    from flows.deploy import run_deployed_retrain
+    from model.registry import ModelRegistry
+
+    typer.echo("first retrain: running `retrain/nightly` through the worker (progress: UI)")
+    finished = run_deployed_retrain(settings, parameters)
+    url = f"{settings.prefect_ui_url}/runs/flow-run/{finished.flow_run_id}"
+    registry = ModelRegistry.from_settings(settings)
+    if finished.completed:
+        champion = registry.champion()
+        typer.echo(f"run {finished.name} completed: {url}")
+        typer.echo(f"promoted model version {champion.version if champion else '-'}")
+        return
+    reason = f"run {finished.name} ended {finished.state}: {finished.message} ({url})"
+    # A failed run leaves the previous champion in place: keep serving it if there is one.
+    if registry.champion() is None:
+        raise FerError(reason)
+    typer.secho(
+        f"retrain failed, serving the previous champion: {reason}",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
+
+
 @app.command()
 @_clear_errors
 def up(
@@ -417,34 +501,38 @@ def up(
     max_regression: MaxRegression = GateConfig.model_fields["max_regression"].default,
     quality_config: QualityConfigFile = None,
 ) -> None:
-    """The main job: start the services, run retrain once, then serve the champion."""
-    from infra.services import services_up
+    """The main job: services, the nightly deployment and a worker, one retrain, then serve.
+
+    The first retrain runs through the deployment with the options given here (default: the
+    quick profile); the nightly schedule keeps the deployment's own defaults (the cpu recipe).
+    """
+    from flows.deploy import deploy_retrain
+    from infra.services import services_up, worker_up
 
     quality = _quality_config(quality_config)
+    config = _train_config(profile, epochs=epochs, batch_size=batch_size)
+    gate = GateConfig(
+        min_accuracy=min_accuracy,
+        min_macro_f1=min_macro_f1,
+        min_class_recall=min_class_recall,
+        max_regression=max_regression,
+    )
     settings = get_settings()
     services_up(settings)
     typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")
-    config = _train_config(profile, epochs=epochs, batch_size=batch_size)
-    try:
-        gate = GateConfig(
-            min_accuracy=min_accuracy,
-            min_macro_f1=min_macro_f1,
-            min_class_recall=min_class_recall,
-            max_regression=max_regression,
-        )
-        version = run_retrain(settings, dataset, config, gate, quality)
-        typer.echo(f"promoted model version {version}")
-    except FerError as error:
-        # A failed run leaves the previous champion in place: keep serving it if there is one.
-        from model.registry import ModelRegistry
-
-        if ModelRegistry.from_settings(settings).champion() is None:
-            raise
-        typer.secho(
-            f"retrain failed, serving the previous champion: {error}",
-            fg=typer.colors.YELLOW,
-            err=True,
-        )
+    deployed = deploy_retrain(settings)
+    worker = worker_up(settings)
+    typer.echo(
+        f"deployment {deployed.name}: cron {deployed.cron!r} ({deployed.timezone}); "
+        f"worker {worker.note} (log: {worker.log_path})"
+    )
+    parameters = {
+        "dataset": dataset,
+        "train_config": config.model_dump(mode="json"),
+        "gate_config": gate.model_dump(mode="json"),
+        "quality_config": quality.model_dump(mode="json"),
+    }
+    _run_first_retrain(settings, parameters)
     _serve(settings)
 
 

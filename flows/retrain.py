@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from model.gate import GateConfig
 from model.settings import get_settings
@@ -12,8 +16,28 @@ from tasks.evaluate import evaluate_model_task
 from tasks.gate import check_gate_task
 from tasks.publish import promote_version_task, publish_model_task
 from tasks.train import train_model_task
-from tasks.validate import validate_dataset_task
+from tasks.validate import check_data_quality_task, validate_dataset_task
 from validation.config import QualityConfig
+
+#: Global concurrency limit (one slot) held for a whole retrain, however it was started.
+RETRAIN_LIMIT = "fer-retrain"
+
+
+def ensure_retrain_limit() -> None:
+    """Create the one-slot ``fer-retrain`` limit unless it exists.
+
+    A limit an operator changed in the UI is left as it is.
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(RETRAIN_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=RETRAIN_LIMIT, limit=1)
+                )
+            except ObjectAlreadyExists:
+                pass  # a run starting at the same moment created it
 
 
 @flow(name="retrain", log_prints=True)
@@ -28,20 +52,30 @@ def retrain(
     """Train a challenger on the dataset and promote it when it passes the gate.
 
     Args:
-        dataset: dataset source; defaults to the ``FER_DATASET`` setting.
-        train_config: hyperparameters (default: the ``cpu`` profile, the nightly recipe).
-        gate_config: promotion criteria.
-        quality_config: data-quality bounds; a critical failure ends the run before training.
+        dataset: Dataset source: a folder or archive in FER layout, an http(s):// archive, an
+            s3:// prefix or archive, or kaggle://owner/dataset. Empty: the FER_DATASET setting.
+        train_config: Network and training hyperparameters (default: the `cpu` profile, the
+            nightly recipe with a 57-minute budget on 2 cores).
+        gate_config: Promotion criteria: accuracy, macro-F1 and per-class recall floors, and
+            how far below the champion (on the same test data) the challenger may be.
+        quality_config: Data-quality bounds; a critical failure ends the run before training.
 
     Returns:
         The promoted model version. A failed data check or gate fails the run and
         leaves the champion untouched.
     """
-    ref = acquire_dataset_task(dataset or get_settings().dataset)
-    validate_dataset_task(ref, quality_config, train_config.cleaning)
-    trained = train_model_task(ref, train_config)
-    metrics = evaluate_model_task(trained, ref)
-    decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
-    version = publish_model_task(trained, metrics, ref, train_config, decision)
-    promote_version_task(version)
+    logger = get_run_logger()
+    ensure_retrain_limit()
+    logger.info("waiting for the %r slot: one retrain runs at a time", RETRAIN_LIMIT)
+    # strict: a missing limit is an error rather than a silent run without one.
+    with concurrency(RETRAIN_LIMIT, occupy=1, strict=True):
+        logger.info("holding the %r slot", RETRAIN_LIMIT)
+        ref = acquire_dataset_task(dataset or get_settings().dataset)
+        validated = validate_dataset_task(ref, quality_config, train_config.cleaning)
+        check_data_quality_task(validated)
+        trained = train_model_task(ref, train_config)
+        metrics = evaluate_model_task(trained, ref)
+        decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
+        version = publish_model_task(trained, metrics, ref, train_config, decision)
+        promote_version_task(version)
     return version

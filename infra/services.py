@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 PREFECT = "prefect"
 SEAWEEDFS = "seaweedfs"
+WORKER = "worker"
+#: What `services up` starts; the worker (started by `fer up`) polls the Prefect server.
 SERVICE_NAMES = (PREFECT, SEAWEEDFS)
 # Internal SeaweedFS ports (master, volume, filer, gRPC, admin): chosen free at each start,
 # since only the S3 port is part of the platform's contract.
@@ -462,28 +465,36 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
     return [
         ServiceStatus(s.name, s.running, s.url, s.pid, s.log_path, notes[s.name])
         for s in services_status(settings)
+        if s.name in notes
     ]
 
 
 def services_status(settings: Settings) -> list[ServiceStatus]:
-    """Report whether each local service is running and healthy.
+    """Report whether each local service (and the worker) is running and healthy.
 
     Args:
         settings: platform settings.
 
     Returns:
-        One status per service.
+        One status per service, the worker last.
     """
-    health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
+    health: dict[str, Callable[[str], bool]] = {
+        PREFECT: _prefect_health,
+        SEAWEEDFS: _s3_health,
+    }
     statuses = []
-    for name in SERVICE_NAMES:
+    for name in (*SERVICE_NAMES, WORKER):
         state = _running_state(settings, name)
         if state is None:
             statuses.append(
                 ServiceStatus(name, False, "", None, log_path(settings, name), "not running")
             )
             continue
-        healthy = health[name](state.url)
+        if name == WORKER:
+            # A heartbeat within two of its 30 s intervals.
+            healthy = _worker_health(settings, time.time() - 65)
+        else:
+            healthy = health[name](state.url)
         statuses.append(
             ServiceStatus(
                 name,
@@ -524,10 +535,134 @@ def services_down(settings: Settings, grace: float = 20.0) -> list[str]:
         Names of the services that were stopped.
     """
     stopped = []
-    for name in SERVICE_NAMES:
+    # The worker first: it must not pick up a run while the server goes away.
+    for name in (WORKER, *SERVICE_NAMES):
         state = _running_state(settings, name)
         if state is not None:
             _stop(state, grace)
             stopped.append(name)
         _state_path(settings, name).unlink(missing_ok=True)
     return stopped
+
+
+def worker_name(settings: Settings) -> str:
+    """The name the platform's worker reports to the Prefect server."""
+    return f"fer-worker-{socket.gethostname()}-{settings.prefect_port}"
+
+
+def worker_command(settings: Settings) -> list[str]:
+    """``prefect worker start`` on the platform's process pool, under the platform's name."""
+    return [
+        _executable("prefect"),
+        "worker",
+        "start",
+        "--pool",
+        settings.work_pool,
+        "--type",
+        "process",
+        "--name",
+        worker_name(settings),
+    ]
+
+
+def _worker_health(settings: Settings, since: float) -> bool:
+    """Whether our worker has heartbeat to the server since ``since`` (a Unix time).
+
+    The server keeps listing a stopped worker as online for a while, so an older heartbeat
+    under the same name does not count.
+    """
+    try:
+        response = httpx.post(
+            f"{settings.prefect_url}/work_pools/{settings.work_pool}/workers/filter",
+            json={},
+            timeout=5,
+        )
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    name = worker_name(settings)
+    for worker in response.json():
+        beat = worker.get("last_heartbeat_time")
+        if worker.get("name") == name and beat and worker.get("status") == "ONLINE":
+            if datetime.fromisoformat(beat.replace("Z", "+00:00")).timestamp() >= since:
+                return True
+    return False
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """Environment of the worker and its flow runs: the Prefect API and every FER_ setting.
+
+    Args:
+        settings: platform settings.
+    """
+    env = {
+        "PREFECT_API_URL": settings.prefect_url,
+        # Cached task results (the validation cache) live under the platform home.
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(settings.home_dir / "prefect" / "storage"),
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "model,validation,infra",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    # Flow runs see exactly the settings `fer up` was started with, wherever .env was.
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            secret = getattr(value, "get_secret_value", None)
+            env[f"FER_{name.upper()}"] = str(secret() if secret else value)
+    return env
+
+
+def worker_up(settings: Settings, timeout: float = 120.0) -> ServiceStatus:
+    """Start a Prefect process worker on ``FER_WORK_POOL``, or reuse the running one.
+
+    It runs the deployments' flow runs as child processes; ``fer services down`` stops it.
+
+    Args:
+        settings: platform settings (Prefect API, work pool, home).
+        timeout: seconds to wait until the server lists the worker as online.
+
+    Returns:
+        The worker's status.
+
+    Raises:
+        ServiceError: if the Prefect server is not reachable or the worker does not come up.
+    """
+    if not _prefect_health(settings.prefect_url.removesuffix("/api")):
+        raise ServiceError(
+            f"no Prefect server answers at {settings.prefect_url}; run `fer services up` first"
+        )
+    state = _running_state(settings, WORKER)
+    note = "already running"
+    if state is None:
+        command = worker_command(settings)
+        process = _spawn(settings, WORKER, command, worker_env(settings))
+        state = ServiceState(
+            WORKER,
+            process.pid,
+            settings.prefect_port,
+            settings.prefect_url,
+            command,
+            started_at=time.time(),
+        )
+        _write_state(settings, state)
+        started = state.started_at - 1
+        _wait_or_stop(lambda: _worker_health(settings, started), state, settings, timeout, process)
+        note = "started"
+    return ServiceStatus(WORKER, True, state.url, state.pid, log_path(settings, WORKER), note)
+
+
+def worker_down(settings: Settings, grace: float = 20.0) -> bool:
+    """Stop the worker that ``worker_up`` started; runs it started are interrupted.
+
+    Args:
+        settings: platform settings.
+        grace: seconds to wait after SIGTERM before SIGKILL.
+
+    Returns:
+        Whether a worker was running.
+    """
+    state = _running_state(settings, WORKER)
+    if state is not None:
+        _stop(state, grace)
+    _state_path(settings, WORKER).unlink(missing_ok=True)
+    return state is not None

@@ -324,16 +324,31 @@ class ModelRegistry:
         Raises:
             RegistryError: if an upload fails.
         """
-        try:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                if path.name not in exclude:
-                    key = f"{prefix}/{path.relative_to(folder).as_posix()}"
-                    self.client.upload_file(
-                        str(path), self.bucket, key, ExtraArgs={"ContentType": _content_type(path)}
-                    )
-        except (ClientError, BotoCoreError) as error:
-            raise self._failure(error, self.uri(prefix)) from error
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            if path.name not in exclude:
+                self.upload_file(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
         return self.uri(prefix)
+
+    def upload_file(self, path: Path, key: str) -> str:
+        """Upload one report file (a plot, a page); it may replace an earlier copy.
+
+        Args:
+            path: local file.
+            key: its key in the bucket.
+
+        Returns:
+            The file's ``s3://`` URI.
+
+        Raises:
+            RegistryError: if the upload fails.
+        """
+        try:
+            self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"ContentType": _content_type(path)}
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure(error, self.uri(key)) from error
+        return self.uri(key)
 
     def presigned_url(self, key: str, expires_seconds: int = 7 * 24 * 3600) -> str:
         """A link that reads one object without credentials until it expires.

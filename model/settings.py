@@ -4,12 +4,39 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.archives import ArchiveLimits
 from model.errors import ConfigError
+
+
+def check_cron(value: str) -> str:
+    """Return ``value`` if it has the five fields of a cron expression.
+
+    Raises:
+        ValueError: naming the expected form.
+    """
+    if len(value.split()) != 5:
+        raise ValueError(
+            f"{value!r} is not a five-field cron expression (minute hour day month weekday)"
+        )
+    return value
+
+
+def check_timezone(value: str) -> str:
+    """Return ``value`` if it names an IANA time zone.
+
+    Raises:
+        ValueError: naming the value.
+    """
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"{value!r} is not an IANA time zone name, e.g. Europe/Berlin") from error
+    return value
 
 
 class Settings(BaseSettings):
@@ -58,6 +85,26 @@ class Settings(BaseSettings):
     champion_poll_seconds: float = Field(
         10.0, gt=0, description="How often the app checks the store for a newly promoted model."
     )
+    retrain_cron: str = Field(
+        "0 2 * * *",
+        description="Cron schedule of the `retrain/nightly` deployment (five fields).",
+    )
+    retrain_timezone: str = Field(
+        "UTC", description="IANA time zone the cron schedule is read in, e.g. Europe/Berlin."
+    )
+    work_pool: str = Field(
+        "fer-process", min_length=1, description="Prefect process work pool the worker polls."
+    )
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("retrain_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
 
     @cached_property
     def home_dir(self) -> Path:

@@ -102,8 +102,14 @@ class TrainConfig(BaseModel):
         5, ge=1, description="Epochs without validation-accuracy gain before stopping (None: off)."
     )
     seed: int = Field(1337, description="Seed for the split, weight init, shuffling, augmentation.")
-    network: NetworkConfig = Field(default_factory=NetworkConfig)
-    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig,
+        description="Network shape and the augmentation layers inside it.",
+    )
+    cleaning: CleaningConfig = Field(
+        default_factory=CleaningConfig,
+        description="Which training images are left out (duplicates, test leakage, blanks).",
+    )
 
     @classmethod
     def profile(cls, name: Profile) -> TrainConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.tasks import exponential_backoff
 
 from model.dataset import DatasetRef
 from model.sources import acquire_dataset
@@ -11,8 +12,11 @@ from tasks.common import retry_unless_platform_error, settings
 
 @task(
     name="acquire_dataset",
-    retries=2,
-    retry_delay_seconds=30,
+    # A flaky download or store outage: wait 15, 30, 60 s (+-50 %) and retry; a bad URI or a
+    # broken archive fails at once (platform errors are not retried).
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=15),
+    retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_platform_error,
     timeout_seconds=3600,
 )

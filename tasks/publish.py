@@ -45,6 +45,17 @@ def publish_model_task(
     card.write_text(model_card(manifest))
     extra = [card] + ([trained.tflite_path] if trained.tflite_path else [])
     version = registry.publish_version(trained.model_path, manifest, extra_files=extra)
+    create_markdown_artifact(
+        key="model-version",
+        markdown=(
+            f"Published **{version}**: test accuracy {metrics.accuracy:.4f}, "
+            f"macro F1 {metrics.macro_f1:.4f}, dataset `{ref.fingerprint[:12]}`\n\n"
+            f"- files: `{registry.uri('models/' + version)}/`\n"
+            f"- manifest: `{registry.uri('models/' + version + '/manifest.json')}`\n"
+            f"- reports: `{reports}/`"
+        ),
+        description="The immutable model version this run published",
+    )
     get_run_logger().info("published model version %s", version)
     return version
 

@@ -60,6 +60,9 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         _wait_http(app_url, process, log, timeout=600)
         output = log.read_text()
         assert "promoted model version" in output
+        # One command leaves the nightly schedule live: the deployment and a worker exist.
+        assert "deployment retrain/nightly: cron '0 2 * * *' (UTC); worker started" in output
+        assert "completed: http://127.0.0.1:" in output
         assert f"Prefect UI: http://127.0.0.1:{env['FER_PREFECT_PORT']}" in output
         assert httpx.get(f"http://127.0.0.1:{env['FER_PREFECT_PORT']}/api/health").json() is True
         image = next((fer_subset / "test" / "neutral").iterdir())
@@ -83,8 +86,9 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
             [FER, "services", "down"], env=env, capture_output=True, text=True, timeout=120
         )
     assert returncode == 0, "`fer up` must shut down cleanly on SIGTERM"
-    assert down.returncode == 0 and "prefect" in down.stdout and "seaweedfs" in down.stdout
+    assert down.returncode == 0
+    assert down.stdout.strip() == "stopped: worker, prefect, seaweedfs", down.stdout
     status = subprocess.run(
         [FER, "services", "status"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert status.stdout.count("not running") == 2
+    assert status.stdout.count("not running") == 3

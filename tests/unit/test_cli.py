@@ -29,6 +29,8 @@ def test_every_command_and_option_has_help() -> None:
         "up",
         "retrain",
         "serve",
+        "deploy",
+        "worker",
         "models",
         "models list",
         "models show",
@@ -58,7 +60,7 @@ def test_status_with_nothing_running(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("FER_HOME", str(tmp_path))
     result = CliRunner().invoke(app, ["services", "status"])
     assert result.exit_code == 0
-    assert result.output.count("not running") == 2
+    assert result.output.count("not running") == 3  # prefect, seaweedfs, worker
 
 
 def test_platform_errors_are_one_clear_line(

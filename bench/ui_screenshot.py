@@ -1,0 +1,129 @@
+"""Screenshot a finished retrain run's page in the Prefect UI, artifacts tab open.
+
+Drives Debian's Chromium headless through Playwright (no browser download):
+
+    apt-get install -y chromium          # once; provides /usr/bin/chromium
+    uv run --locked python bench/ui_screenshot.py [--run NAME_OR_ID] [--out PNG]
+
+Without ``--run`` it takes the newest completed ``retrain`` run on the configured Prefect
+server. The PNG goes under the platform home (``<FER_HOME>/screenshots/``), never into git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from model.settings import get_settings
+
+logger = logging.getLogger("ui_screenshot")
+
+#: The flags Chromium needs as root on a machine without outside network access.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def _find_run(run: str | None) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        if run is not None:
+            try:
+                from uuid import UUID
+
+                return await client.read_flow_run(UUID(run))
+            except ValueError:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run]))
+                )
+        else:
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.COMPLETED])
+                    )
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+        if not runs:
+            raise SystemExit(f"no {'run named ' + run if run else 'completed retrain run'} found")
+        return runs[0]
+
+
+def screenshot(url: str, out: Path, chromium: str) -> None:
+    """Open ``url`` in headless Chromium and save two PNGs.
+
+    ``out``: the run's page with the Artifacts tab open; ``<out stem>-confusion-matrix.png``:
+    that artifact's page, its image loaded from the store.
+    """
+    from playwright.sync_api import sync_playwright
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.goto(url, wait_until="networkidle", timeout=60_000)
+        page.get_by_text("Artifacts", exact=True).first.click()
+        # The artifact cards are drawn after the API answers; their keys mark them.
+        page.get_by_text("gate-decision").last.wait_for(timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(2_000)  # images from the store finish drawing
+        page.screenshot(path=str(out), full_page=True)
+        # The confusion-matrix artifact's own page: the image, loaded from the store.
+        page.get_by_text("confusion-matrix", exact=True).last.click()
+        page.locator("img").last.wait_for(timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(out.with_name(out.stem + "-confusion-matrix.png")))
+        browser.close()
+
+
+def main() -> None:
+    """Find the run, open its artifacts tab, write the screenshot, print its path."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="flow run name or id (default: newest completed retrain)")
+    parser.add_argument("--out", type=Path, help="PNG path (default: under the platform home)")
+    parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    settings = get_settings()
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        run = asyncio.run(_find_run(args.run))
+    url = f"{settings.prefect_ui_url}/runs/flow-run/{run.id}"
+    out = args.out or settings.home_dir / "screenshots" / f"flow-run-{run.name}.png"
+    if not Path(args.chromium).exists():
+        raise SystemExit(f"{args.chromium} not found: `apt-get install -y chromium` installs it")
+    screenshot(url, out, args.chromium)
+    matrix = out.with_name(out.stem + "-confusion-matrix.png")
+    print(
+        f"| run | state | page | screenshots |\n|---|---|---|---|\n"
+        f"| {run.name} | {run.state.name if run.state else '-'} | {url} | {out}, {matrix} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
