@@ -478,10 +478,7 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
     Returns:
         One status per service, the worker last.
     """
-    health: dict[str, Callable[[str], bool]] = {
-        PREFECT: _prefect_health,
-        SEAWEEDFS: _s3_health,
-    }
+    health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
     statuses = []
     for name in (*SERVICE_NAMES, WORKER):
         state = _running_state(settings, name)
