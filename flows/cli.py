@@ -289,7 +289,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _serve(settings: Settings) -> None:
-    from serving.app import make_app, start_watcher
+    from serving.app import image_limits, make_app, start_watcher
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     watcher = start_watcher(settings)
@@ -299,7 +299,12 @@ def _serve(settings: Settings) -> None:
         f"Prefect UI: {settings.prefect_ui_url}"
     )
     try:
-        make_app(watcher).launch(server_name=settings.serve_host, server_port=settings.serve_port)
+        make_app(watcher, image_limits(settings)).launch(
+            server_name=settings.serve_host,
+            server_port=settings.serve_port,
+            # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.
+            max_file_size=2 * settings.serve_max_upload_bytes,
+        )
     finally:
         watcher.stop()
 

@@ -37,5 +37,9 @@ class StoreUnavailable(RegistryError):
     """The store could not be reached or answered with a server error: worth retrying later."""
 
 
+class InputError(FerError):
+    """An uploaded image cannot be used; the message says why and what to send instead."""
+
+
 class ServiceError(FerError):
     """A local service (Prefect server, S3 store) cannot be started or reached."""

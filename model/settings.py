@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     champion_poll_seconds: float = Field(
         10.0, gt=0, description="How often the app checks the store for a newly promoted model."
     )
+    serve_max_upload_bytes: int = Field(
+        20 * 1024**2, ge=1, description="Largest image file the app accepts, in bytes."
+    )
+    serve_max_pixels: int = Field(
+        2_000_000, ge=10_000, description="Images with more pixels are downscaled to this."
+    )
+    serve_reject_pixels: int = Field(
+        50_000_000,
+        ge=10_000,
+        description="Images with more pixels are refused before they are decoded.",
+    )
     retrain_cron: str = Field(
         "0 2 * * *",
         description="Cron schedule of the `retrain/nightly` deployment (five fields).",

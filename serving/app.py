@@ -2,32 +2,55 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
-from model.errors import RegistryError
+from model.dataset import IMAGE_SIZE
+from model.errors import InputError, RegistryError
 from model.predict import Predictor
 from model.registry import ModelRegistry
 from model.settings import Settings
+from serving.faces import Analysis, analyze, annotate
+from serving.images import ImageLimits, load_image
 
 logger = logging.getLogger(__name__)
 
 PredictorLoader = Callable[[Path, str], Predictor]
+#: Requests of one event that may run at once: face detection (OpenCV) runs in parallel and
+#: the TFLite call is serialised inside the runner, so a few in flight keep both cores busy.
+CONCURRENCY = 4
+#: Requests that may wait in the queue before new ones are turned away.
+QUEUE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Served:
+    """The model being served and what users are told about it; replaced as a whole."""
+
+    predictor: Predictor
+    accuracy: float | None
 
 
 class ChampionWatcher:
     """Holds the champion's predictor and replaces it when the champion pointer moves.
 
-    The swap is a single attribute assignment, so requests see either the old or the new
-    model, never a half-loaded one. A failed refresh keeps the current model.
+    A new champion is downloaded (sha256-verified), loaded and warmed up before one attribute
+    assignment swaps it in: a request holds the :class:`Served` it started with, so requests
+    in flight finish on the old model. A failed refresh keeps the current model and is
+    remembered, so the app can say how stale its view of the store is.
 
     Args:
-        registry: where the champion pointer and versions live.
+        registry: where the champion pointer and versions live (None: a local model only).
         cache_dir: local folder for downloaded model files.
         poll_seconds: interval between checks of the pointer.
         loader: builds a predictor from a verified model file.
@@ -35,7 +58,7 @@ class ChampionWatcher:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: ModelRegistry | None,
         cache_dir: Path,
         poll_seconds: float,
         loader: PredictorLoader = Predictor.from_file,
@@ -44,14 +67,21 @@ class ChampionWatcher:
         self.cache_dir = cache_dir
         self.poll_seconds = poll_seconds
         self.loader = loader
-        self._predictor: Predictor | None = None
+        self._served: Served | None = None
+        self.last_checked: float | None = None
+        self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
+    def served(self) -> Served | None:
+        """The current model and its test accuracy, or None before the first promotion."""
+        return self._served
+
+    @property
     def predictor(self) -> Predictor | None:
         """The predictor of the current champion, or None before the first promotion."""
-        return self._predictor
+        return self._served.predictor if self._served else None
 
     def refresh(self) -> bool:
         """Load the champion if it differs from the model being served.
@@ -62,22 +92,39 @@ class ChampionWatcher:
         Raises:
             RegistryError: if the store cannot be read or the model fails verification.
         """
+        if self.registry is None:
+            return False
         pointer = self.registry.champion()
-        if pointer is None or (
-            self._predictor is not None and self._predictor.version == pointer.version
-        ):
+        self.last_checked, self.last_error = time.time(), None
+        current = self._served
+        if pointer is None or (current and current.predictor.version == pointer.version):
             return False
         # The TFLite export, when the version has one, lands beside the model and is served.
         path = self.registry.download_served(pointer.version, self.cache_dir, pointer.sha256)
-        self._predictor = self.loader(path, pointer.version)
+        predictor = self.loader(path, pointer.version)
+        # Warm up (allocations, first-call setup) before any request sees the model.
+        predictor.predict_batch(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8))
+        accuracy = self.registry.read_manifest(pointer.version).get("metrics", {}).get("accuracy")
+        self._served = Served(predictor, accuracy)
         logger.info("serving model version %s", pointer.version)
         return True
+
+    def serve_local(self, predictor: Predictor, accuracy: float | None = None) -> None:
+        """Serve a model loaded from a local file (benchmarks, demos); do not :meth:`start`.
+
+        Args:
+            predictor: the loaded model.
+            accuracy: its test accuracy, if known, shown to users.
+        """
+        predictor.predict_batch(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8))
+        self._served = Served(predictor, accuracy)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.refresh()
-            except Exception:  # a bad refresh must never take serving down
+            except Exception as error:  # a bad refresh must never take serving down
+                self.last_error = str(error)
                 logger.exception("champion refresh failed; still serving the previous model")
 
     def start(self) -> None:
@@ -93,65 +140,144 @@ class ChampionWatcher:
             self._thread.join(timeout=5)
             self._thread = None
 
-
-def classify(watcher: ChampionWatcher, image: Image.Image | None) -> dict[str, float]:
-    """Per-emotion probabilities for an uploaded image, using the current champion.
-
-    Args:
-        watcher: source of the current predictor.
-        image: the upload, any size or mode.
-
-    Returns:
-        ``{emotion: probability}``.
-
-    Raises:
-        gr.Error: with a message for the user when there is no image or no model yet.
-    """
-    if image is None:
-        raise gr.Error("Upload an image of a face first.")
-    predictor = watcher.predictor
-    if predictor is None:
-        raise gr.Error("No model has been promoted yet: run `fer retrain`, then try again.")
-    return predictor.predict(image)
+    def staleness(self, now: float | None = None) -> str | None:
+        """A warning when the store has not answered lately; None when all is well."""
+        if self.last_error is None:
+            return None
+        since = (now or time.time()) - (self.last_checked or 0)
+        return (
+            f"the model store has not answered for {since:.0f} s ({self.last_error}); still "
+            "serving the model below, a new champion is loaded once the store is back"
+        )
 
 
 def describe(watcher: ChampionWatcher) -> str:
-    """One line of Markdown naming the model being served.
-
-    Args:
-        watcher: source of the current predictor.
-
-    Returns:
-        The text.
-    """
-    predictor = watcher.predictor
-    return f"Model version: `{predictor.version}`" if predictor else "No model promoted yet."
+    """Markdown naming the model being served, its test accuracy and any staleness."""
+    served = watcher.served
+    if served is None:
+        return "No model promoted yet: run `fer retrain`, then reload this page."
+    accuracy = f", test accuracy {served.accuracy:.1%}" if served.accuracy is not None else ""
+    text = f"Model version `{served.predictor.version}` ({served.predictor.runtime}{accuracy})"
+    stale = watcher.staleness()
+    return text + (f"\n\n**Warning:** {stale}" if stale else "")
 
 
-def make_app(watcher: ChampionWatcher) -> gr.Blocks:
-    """Build the Gradio UI around the watcher's current predictor.
-
-    The API endpoint ``/predict`` takes one image and returns the 7 class probabilities.
-
-    Args:
-        watcher: provides the predictor at request time.
+def run_analysis(
+    watcher: ChampionWatcher, path: str | None, whole_image: bool, limits: ImageLimits
+) -> tuple[Analysis, Image.Image]:
+    """Load the upload, find faces and classify them with the model current at the start.
 
     Returns:
-        The (not yet launched) Blocks app.
+        The analysis and the image it was made on (RGB, downscaled when large).
+
+    Raises:
+        gr.Error: with the reason, for a missing or unusable image or when no model is served.
     """
+    if path is None:
+        raise gr.Error("Upload a photo (or take one with the webcam, or paste one) first.")
+    served = watcher.served
+    if served is None:
+        raise gr.Error("No model has been promoted yet: run `fer retrain`, then try again.")
+    try:
+        loaded = load_image(Path(path), limits)
+    except InputError as error:
+        raise gr.Error(str(error)) from error
+    stale = watcher.staleness()
+    notes = loaded.notes + ((stale,) if stale else ())
+    return analyze(loaded.image, served.predictor, whole_image, notes), loaded.image
+
+
+def bars_html(analysis: Analysis) -> str:
+    """Per-face probability bars as HTML (one block per face, numbered as in the image)."""
+    blocks = []
+    for number, face in enumerate(analysis.faces, start=1):
+        rows = "".join(
+            f"<div style='display:flex;align-items:center;gap:8px'>"
+            f"<span style='width:70px'>{html.escape(name)}</span>"
+            f"<span style='flex:1;background:#e5e7eb;height:12px'>"
+            f"<span style='display:block;height:12px;width:{p:.1%};background:#16a34a'></span>"
+            f"</span><span style='width:48px;text-align:right'>{p:.1%}</span></div>"
+            for name, p in sorted(face.probabilities.items(), key=lambda item: -item[1])
+        )
+        blocks.append(
+            f"<div class='fer-face'><b>Face {number}: {html.escape(face.label)}</b>{rows}</div>"
+        )
+    return "".join(blocks)
+
+
+def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.Blocks:
+    """Build the Gradio UI and the ``/predict`` API around the watcher's current model.
+
+    Args:
+        watcher: provides the model at request time.
+        limits: upload limits (default: :class:`ImageLimits`).
+
+    Returns:
+        The (not yet launched) Blocks app, its queue configured.
+    """
+    limits = limits or ImageLimits()
+
+    def show(path: str | None, whole_image: bool) -> tuple[Image.Image, str, str]:
+        analysis, image = run_analysis(watcher, path, whole_image, limits)
+        drawn = annotate(image, analysis)
+        found = f"{len(analysis.faces)} face(s)" if analysis.faces else "No face found"
+        lines = [f"**{found}** · model `{analysis.model_version}`", *analysis.notes]
+        return drawn, bars_html(analysis), "\n\n".join(lines)
+
+    def predict(path: str | None, whole_image: bool) -> dict[str, Any]:
+        answer = run_analysis(watcher, path, whole_image, limits)[0].to_json()
+        served = watcher.served
+        answer["model_test_accuracy"] = served.accuracy if served else None
+        return answer
+
     with gr.Blocks(title="Facial emotion recognition", analytics_enabled=False) as app:
         gr.Markdown(
-            "# Facial emotion recognition\nUpload a face photo to see each emotion's probability."
+            "# Facial emotion recognition\nUpload a photo, take one with the webcam or paste "
+            "one: each face found gets a box, its most likely emotion and the probability of "
+            "all seven."
         )
-        version = gr.Markdown()
+        status = gr.Markdown()
         with gr.Row():
-            image = gr.Image(type="pil", label="Face image", sources=["upload", "webcam"])
-            label = gr.Label(num_top_classes=7, label="Emotion probabilities")
-        button = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                # image_mode=None: the file reaches the handler as uploaded (16-bit, CMYK,
+                # animated...), and the handler explains what it did with it.
+                image = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "webcam", "clipboard"],
+                    label="Photo",
+                )
+                whole = gr.Checkbox(label="Treat the whole image as one face", value=False)
+                button = gr.Button("Find faces and emotions", variant="primary")
+            with gr.Column():
+                drawn = gr.Image(label="Faces", type="pil", interactive=False, format="png")
+                summary = gr.Markdown()
+                bars = gr.HTML()
+        answer = gr.JSON(visible=False)
         button.click(
-            lambda img: classify(watcher, img), inputs=image, outputs=label, api_name="predict"
+            show,
+            inputs=[image, whole],
+            outputs=[drawn, bars, summary],
+            api_name="analyze",
+            concurrency_limit=CONCURRENCY,
+            concurrency_id="inference",
         )
-        app.load(lambda: describe(watcher), outputs=version, api_name=False)
+        # The JSON API: the same analysis, boxes and probabilities per face. Its input is a
+        # plain file, so even a broken upload reaches the handler and gets a clear message
+        # (gr.Image would fail on it inside Gradio, before the handler runs).
+        upload = gr.File(visible=False, type="filepath")
+        api_trigger = gr.Button(visible=False)
+        api_trigger.click(
+            predict,
+            inputs=[upload, whole],
+            outputs=answer,
+            api_name="predict",
+            concurrency_limit=CONCURRENCY,
+            concurrency_id="inference",
+        )
+        app.load(lambda: describe(watcher), outputs=status, api_name=False)
+        gr.Timer(5).tick(lambda: describe(watcher), outputs=status, api_name=False)
+    app.queue(max_size=QUEUE_SIZE)
     return app
 
 
@@ -178,3 +304,12 @@ def start_watcher(settings: Settings) -> ChampionWatcher:
         )
     watcher.start()
     return watcher
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    """The upload limits from the settings."""
+    return ImageLimits(
+        max_bytes=settings.serve_max_upload_bytes,
+        max_pixels=settings.serve_max_pixels,
+        reject_pixels=settings.serve_reject_pixels,
+    )

@@ -66,10 +66,12 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         assert f"Prefect UI: http://127.0.0.1:{env['FER_PREFECT_PORT']}" in output
         assert httpx.get(f"http://127.0.0.1:{env['FER_PREFECT_PORT']}/api/health").json() is True
         image = next((fer_subset / "test" / "neutral").iterdir())
+        # A 48x48 FER tile is all face: classify the whole image.
         result = Client(app_url, verbose=False).predict(
-            handle_file(str(image)), api_name="/predict"
+            handle_file(str(image)), True, api_name="/predict"
         )
-        assert len(result["confidences"]) == 7
+        (face,) = result["faces"]
+        assert len(face["probabilities"]) == 7
         models = subprocess.run(
             [FER, "models", "list"], env=env, capture_output=True, text=True, timeout=120
         )

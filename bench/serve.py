@@ -1,0 +1,137 @@
+"""Serving latency and throughput: a 512x512 one-face photo through the app.
+
+Three figures, same model, same process and machine:
+
+* server-side latency — the request handler alone (load the upload, detect, crop, one
+  batched model call), timed in-process: median and p95 over ``--calls``;
+* client latency — one ``gradio_client`` request at a time against the launched app;
+* throughput — ``--clients`` concurrent ``gradio_client`` clients for ``--seconds``.
+
+The photo is scikit-image's ``astronaut`` (one face). The model is a local file:
+
+    uv run --locked python bench/serve.py --model PATH/model.keras   # serving.tflite beside it
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+from PIL import Image
+from skimage import data
+
+from infra.services import free_port
+from model.predict import Predictor
+from serving.app import ChampionWatcher, make_app, run_analysis
+from serving.images import ImageLimits
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _ask(url: str, photo: str, stop: float, calls: int | None) -> list[tuple[float, float]]:
+    """One client's requests: (finished at, latency ms) for ``calls`` of them or until ``stop``."""
+    client = Client(url, verbose=False)
+    for _ in range(3):
+        client.predict(handle_file(photo), False, api_name="/predict")
+    answered: list[tuple[float, float]] = []
+    while len(answered) < (calls or 10**9) and (calls is not None or time.time() < stop):
+        started = time.perf_counter()
+        client.predict(handle_file(photo), False, api_name="/predict")
+        answered.append((time.time(), (time.perf_counter() - started) * 1000))
+    return answered
+
+
+def main() -> None:
+    """Run the three measurements and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="model.keras (export beside)")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    watcher = ChampionWatcher(None, Path(tempfile.mkdtemp()), poll_seconds=3600)
+    watcher.serve_local(Predictor.from_file(args.model, version=args.model.parent.name))
+    limits = ImageLimits()
+    photo = Path(tempfile.mkdtemp()) / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(photo, quality=90)
+
+    for _ in range(10):
+        run_analysis(watcher, str(photo), False, limits)
+    server = []
+    for _ in range(args.calls):
+        started = time.perf_counter()
+        analysis, _ = run_analysis(watcher, str(photo), False, limits)
+        server.append((time.perf_counter() - started) * 1000)
+        assert len(analysis.faces) == 1
+
+    app = make_app(watcher, limits)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    # Clients run in their own processes, as real ones do: in this process they would
+    # compete with the server for the GIL.
+    spawn = multiprocessing.get_context("spawn")
+    try:
+        with spawn.Pool(1) as pool:
+            single = [
+                ms for _, ms in pool.apply(_ask, (url, str(photo), 0.0, min(args.calls, 100)))
+            ]
+        server_cpu = time.process_time()
+        clients_cpu = _children_cpu()
+        with spawn.Pool(args.clients) as pool:
+            stop = time.time() + 15 + args.seconds  # 15 s to start, connect and warm up
+            runs = [
+                pool.apply_async(_ask, (url, str(photo), stop, None)) for _ in range(args.clients)
+            ]
+            answered = [result.get() for result in runs]
+        server_cpu = time.process_time() - server_cpu
+        clients_cpu = _children_cpu() - clients_cpu
+        requests = sum(len(run) + 3 for run in answered)  # with each client's warm-up calls
+        # Count only while every client was asking.
+        begin = max(run[0][0] for run in answered)
+        end = min(run[-1][0] for run in answered)
+        window = [(at, ms) for run in answered for at, ms in run if begin < at <= end]
+        done = [ms for _, ms in window]
+        rate = len(window) / (end - begin)
+    finally:
+        app.close()
+
+    print(f"model {args.model} ({watcher.predictor.runtime}), photo 512x512, one face")
+    print("| measure | median ms | p95 ms | requests/s |")
+    print("|---|---|---|---|")
+    print(
+        f"| server-side handler, {args.calls} calls | {statistics.median(server):.1f} | "
+        f"{_percentile(server, 0.95):.1f} | {1000 / statistics.median(server):.0f} (1 at a time) |"
+    )
+    print(
+        f"| gradio_client, 1 client, {len(single)} calls | {statistics.median(single):.1f} | "
+        f"{_percentile(single, 0.95):.1f} | {1000 / statistics.median(single):.1f} |"
+    )
+    print(
+        f"| gradio_client, {args.clients} clients in parallel | {statistics.median(done):.1f} | "
+        f"{_percentile(done, 0.95):.1f} | {rate:.1f} |"
+    )
+    print(
+        f"\nCPU per request while {args.clients} clients asked: server "
+        f"{server_cpu / requests * 1000:.1f} ms, clients {clients_cpu / requests * 1000:.1f} ms "
+        f"({requests} requests; {os.cpu_count()} cores)"
+    )
+
+
+if __name__ == "__main__":
+    main()

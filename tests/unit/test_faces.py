@@ -1,0 +1,77 @@
+"""Face detection, one batched prediction per image, the JSON answer and the drawing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from model.dataset import CLASSES
+from model.predict import Predictor
+from serving.faces import analyze, annotate, detect_faces
+
+pytestmark = pytest.mark.unit
+
+
+class CountingModel:
+    """Returns fixed probabilities and records the batch sizes it was called with."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: np.ndarray, training: bool = False) -> np.ndarray:
+        self.batches.append(batch.shape)
+        row = np.arange(1, len(CLASSES) + 1, dtype=np.float64)
+        return np.tile(row / row.sum(), (len(batch), 1))
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    """scikit-image's bundled portrait (one face, 512x512)."""
+    return Image.fromarray(data.astronaut())
+
+
+def test_the_astronauts_face_is_found(astronaut: Image.Image) -> None:
+    (box,) = detect_faces(np.asarray(astronaut.convert("L")))
+    x, y, w, h = box
+    # Her face is around x 180-270, y 60-160 in the 512x512 image.
+    assert 150 < x < 200 and 40 < y < 90 and 80 < w < 130 and 80 < h < 130
+
+
+def test_several_faces_go_to_the_model_in_one_batch(astronaut: Image.Image) -> None:
+    canvas = Image.new("RGB", (900, 520), (128, 128, 128))
+    for left in (0, 388):
+        canvas.paste(astronaut, (left, 0))
+    model = CountingModel()
+    analysis = analyze(canvas, Predictor(model, version="v-test"))
+    assert len(analysis.faces) == 2
+    assert model.batches == [(2, 48, 48, 1)]
+    assert analysis.faces[0].box[0] < analysis.faces[1].box[0]
+    answer = analysis.to_json()
+    assert answer["model_version"] == "v-test" and answer["image_size"] == [900, 520]
+    face = answer["faces"][0]
+    assert set(face["box"]) == {"x", "y", "width", "height"}
+    assert list(face["probabilities"]) == list(CLASSES) and face["label"] == "surprise"
+    assert sum(face["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_no_face_says_so_and_the_whole_image_can_be_used() -> None:
+    blank = Image.new("RGB", (300, 200), (90, 90, 90))
+    model = CountingModel()
+    predictor = Predictor(model, version="v-test")
+    none = analyze(blank, predictor, notes=("from the loader",))
+    assert none.faces == () and model.batches == []
+    assert none.notes[0] == "from the loader" and "no face found" in none.notes[1]
+    whole = analyze(blank, predictor, whole_image=True)
+    assert whole.whole_image and [face.box for face in whole.faces] == [(0, 0, 300, 200)]
+
+
+def test_annotation_draws_a_box_and_label_on_each_face(astronaut: Image.Image) -> None:
+    analysis = analyze(astronaut, Predictor(CountingModel(), version="v-test"))
+    drawn = annotate(astronaut, analysis)
+    assert drawn.size == astronaut.size
+    changed = np.any(np.asarray(drawn) != np.asarray(astronaut), axis=2)
+    x, y, w, h = analysis.faces[0].box
+    assert changed[y + h // 2, x] and changed[y + h // 2, x + w - 1]  # the box's sides
+    assert not changed[500, 500]  # far from the face nothing is drawn
