@@ -37,22 +37,22 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _children_cpu() -> float:
-    times = os.times()
-    return times.children_user + times.children_system
+def _ask(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
+    """One client's requests, for ``calls`` of them or until ``stop``.
 
-
-def _ask(url: str, photo: str, stop: float, calls: int | None) -> list[tuple[float, float]]:
-    """One client's requests: (finished at, latency ms) for ``calls`` of them or until ``stop``."""
+    Returns:
+        (finished at, latency ms) per request, and the client's CPU seconds spent asking.
+    """
     client = Client(url, verbose=False)
     for _ in range(3):
         client.predict(handle_file(photo), False, api_name="/predict")
+    cpu = time.process_time()
     answered: list[tuple[float, float]] = []
     while len(answered) < (calls or 10**9) and (calls is not None or time.time() < stop):
         started = time.perf_counter()
         client.predict(handle_file(photo), False, api_name="/predict")
         answered.append((time.time(), (time.perf_counter() - started) * 1000))
-    return answered
+    return answered, time.process_time() - cpu
 
 
 def main() -> None:
@@ -89,19 +89,19 @@ def main() -> None:
     try:
         with spawn.Pool(1) as pool:
             single = [
-                ms for _, ms in pool.apply(_ask, (url, str(photo), 0.0, min(args.calls, 100)))
+                ms for _, ms in pool.apply(_ask, (url, str(photo), 0.0, min(args.calls, 100)))[0]
             ]
-        server_cpu = time.process_time()
-        clients_cpu = _children_cpu()
         with spawn.Pool(args.clients) as pool:
             stop = time.time() + 15 + args.seconds  # 15 s to start, connect and warm up
             runs = [
                 pool.apply_async(_ask, (url, str(photo), stop, None)) for _ in range(args.clients)
             ]
-            answered = [result.get() for result in runs]
-        server_cpu = time.process_time() - server_cpu
-        clients_cpu = _children_cpu() - clients_cpu
-        requests = sum(len(run) + 3 for run in answered)  # with each client's warm-up calls
+            server_cpu = time.process_time()
+            results = [result.get() for result in runs]
+            server_cpu = time.process_time() - server_cpu
+        answered = [run for run, _ in results]
+        clients_cpu = sum(cpu for _, cpu in results)
+        requests = sum(len(run) for run in answered)
         # Count only while every client was asking.
         begin = max(run[0][0] for run in answered)
         end = min(run[-1][0] for run in answered)
@@ -129,7 +129,8 @@ def main() -> None:
     print(
         f"\nCPU per request while {args.clients} clients asked: server "
         f"{server_cpu / requests * 1000:.1f} ms, clients {clients_cpu / requests * 1000:.1f} ms "
-        f"({requests} requests; {os.cpu_count()} cores)"
+        f"(server: while the clients ran, warm-ups included; {requests} requests; "
+        f"{os.cpu_count()} cores)"
     )
 
 

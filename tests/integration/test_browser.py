@@ -56,23 +56,25 @@ def chromium() -> Path:
 
 
 @pytest.fixture
-def app_url(services: Settings, champion_version: str) -> Iterator[str]:
+def app(services: Settings, champion_version: str) -> Iterator[tuple[str, str]]:
+    """The app's address and the version it serves (the champion now)."""
     watcher = start_watcher(services)
     app = make_app(watcher)
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", watcher.predictor.version
     finally:
         app.close()
         watcher.stop()
 
 
 def test_a_user_uploads_a_photo_and_sees_the_faces_emotion(
-    chromium: Path, app_url: str, services: Settings, champion_version: str, tmp_path: Path
+    chromium: Path, app: tuple[str, str], services: Settings, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    app_url, version = app
     photo = tmp_path / "astronaut.jpg"
     Image.fromarray(data.astronaut()).save(photo, quality=90)
     screenshot = services.home_dir / "screenshots" / "serving-app.png"
@@ -81,7 +83,7 @@ def test_a_user_uploads_a_photo_and_sees_the_faces_emotion(
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app_url, wait_until="networkidle")
-        expect(page.get_by_text(f"Model version {champion_version}")).to_be_visible()
+        expect(page.get_by_text(f"Model version {version}")).to_be_visible()
         page.locator("input[type=file]").first.set_input_files(str(photo))
         page.get_by_role("button", name="Find faces and emotions").click()
         expect(page.get_by_text("Face 1:")).to_be_visible(timeout=30_000)

@@ -58,12 +58,17 @@ def _api(settings: Settings, read: Any) -> Any:
         return asyncio.run(go())
 
 
+#: The subset's bounds with one harmless change: no other test validates with these, so the
+#: first run here really validates and the second finds it cached, whatever ran before.
+QUALITY = SUBSET_QUALITY.model_copy(update={"max_images": SUBSET_QUALITY.max_images - 1})
+
+
 def _parameters(dataset: Path | str, gate: GateConfig) -> dict[str, Any]:
     return {
         "dataset": str(dataset),
         "train_config": QUICK.model_dump(mode="json"),
         "gate_config": gate.model_dump(mode="json"),
-        "quality_config": SUBSET_QUALITY.model_dump(mode="json"),
+        "quality_config": QUALITY.model_dump(mode="json"),
     }
 
 
