@@ -20,7 +20,7 @@ import pytest
 
 from flows.deploy import DEPLOYMENT_PATH, Deployed, deploy_retrain
 from flows.retrain import RETRAIN_LIMIT
-from infra.services import free_port, worker_down, worker_up
+from infra.services import free_port, worker_down, worker_name, worker_up
 from model.gate import GateConfig
 from model.registry import ModelRegistry
 from model.settings import Settings
@@ -246,3 +246,29 @@ def test_runs_queued_while_the_worker_is_down_run_after_a_restart(
     deployment = _api(services, lambda client: client.read_deployment(deployed.deployment_id))
     (schedule,) = deployment.schedules
     assert schedule.active and schedule.schedule.cron == deployed.cron
+
+
+def test_fer_worker_runs_in_the_foreground_until_interrupted(
+    services: Settings, deployed: Deployed
+) -> None:
+    import signal
+
+    from infra.services import _worker_health
+
+    worker_down(services)  # the same worker name must not be online twice
+    started = time.time()  # the stopped worker's heartbeats are all older
+    fer = str(Path(sys.executable).with_name("fer"))
+    process = subprocess.Popen([fer, "worker"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not _worker_health(services, started):
+            assert process.poll() is None, process.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "`fer worker` never reported to the server"
+            time.sleep(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    output = process.stdout.read().decode()
+    assert code == 0, output[-2000:]
+    assert f"Worker '{worker_name(services)}' started!" in output, output[-2000:]
+    worker_up(services)
