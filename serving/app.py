@@ -227,7 +227,9 @@ def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.
     def predict(path: str | None, whole_image: bool) -> dict[str, Any]:
         answer = run_analysis(watcher, path, whole_image, limits)[0].to_json()
         served = watcher.served
-        answer["model_test_accuracy"] = served.accuracy if served else None
+        # A swap may have happened since the analysis: only the same version's accuracy.
+        same = served is not None and served.predictor.version == answer["model_version"]
+        answer["model_test_accuracy"] = served.accuracy if same else None
         return answer
 
     with gr.Blocks(title="Facial emotion recognition", analytics_enabled=False) as app:
