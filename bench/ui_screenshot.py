@@ -17,20 +17,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from infra.browser import CHROMIUM, CHROMIUM_ARGS
 from model.settings import get_settings
 
 logger = logging.getLogger("ui_screenshot")
-
-#: The flags Chromium needs as root on a machine without outside network access.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 async def _find_run(run: str | None) -> Any:
@@ -82,7 +72,7 @@ def screenshot(url: str, out: Path, chromium: str) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_ARGS))
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         page.goto(url, wait_until="networkidle", timeout=60_000)
         page.get_by_text("Artifacts", exact=True).first.click()
@@ -104,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="flow run name or id (default: newest completed retrain)")
     parser.add_argument("--out", type=Path, help="PNG path (default: under the platform home)")
-    parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    parser.add_argument("--chromium", default=CHROMIUM, help="Chromium executable")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

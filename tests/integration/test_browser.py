@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from infra.browser import CHROMIUM as DEBIAN_CHROMIUM
+from infra.browser import CHROMIUM_ARGS
 from infra.services import free_port
 from model.dataset import CLASSES
 from model.settings import Settings
@@ -19,17 +21,7 @@ from serving.app import make_app, start_watcher
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path(os.environ.get("FER_TEST_CHROMIUM", "/usr/bin/chromium"))
-#: Chromium as root on a machine without outside network access.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = Path(os.environ.get("FER_TEST_CHROMIUM", DEBIAN_CHROMIUM))
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +72,9 @@ def test_a_user_uploads_a_photo_and_sees_the_faces_emotion(
     screenshot = services.home_dir / "screenshots" / "serving-app.png"
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium), args=list(CHROMIUM_ARGS)
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app_url, wait_until="networkidle")
         expect(page.get_by_text(f"Model version {version}")).to_be_visible()
