@@ -50,3 +50,35 @@ def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_secret_is_not_printed() -> None:
     assert "fer-dev-secret" not in repr(Settings())
+
+
+def test_a_bad_schedule_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_RETRAIN_CRON", "every night")
+    with pytest.raises(ConfigError, match="'every night' is not a five-field cron expression"):
+        get_settings()
+    monkeypatch.setenv("FER_RETRAIN_CRON", "0 3 * * *")
+    monkeypatch.setenv("FER_RETRAIN_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ConfigError, match="'Mars/Olympus' is not an IANA time zone name"):
+        get_settings()
+    monkeypatch.setenv("FER_RETRAIN_TIMEZONE", "Europe/Berlin")
+    assert get_settings().retrain_timezone == "Europe/Berlin"
+
+
+def test_deploy_checks_the_schedule_before_it_contacts_prefect(tmp_path: Path) -> None:
+    from flows.deploy import deploy_retrain
+    from infra.services import free_port
+
+    # Nothing listens on this Prefect port: the schedule is refused first, with its reason.
+    settings = Settings(home=tmp_path, prefect_port=free_port())
+    with pytest.raises(ConfigError, match="invalid retrain schedule: '61 \\* \\* \\*'"):
+        deploy_retrain(settings, cron="61 * * *")
+
+
+def test_a_worker_needs_a_prefect_server(tmp_path: Path) -> None:
+    from infra.services import free_port, worker_up
+    from model.errors import ServiceError
+
+    settings = Settings(home=tmp_path, prefect_port=free_port())
+    with pytest.raises(ServiceError, match="no Prefect server answers .* run `fer services up`"):
+        worker_up(settings)
+    assert not (tmp_path / "services" / "worker" / "state.json").exists()
