@@ -6,7 +6,11 @@ Same model, same process and machine:
   batched model call), timed in-process: median and p95 over ``--calls``;
 * client latency — one ``gradio_client`` request at a time against the launched app;
 * throughput — ``--clients`` concurrent ``gradio_client`` clients for ``--seconds``, each in
-  its own process, with the CPU each side spent per request;
+  its own process, with the CPU each side spent per request: once as ``Client(url)`` comes
+  out of the box, once given one TLS context to reuse (``ssl_verify=ssl.create_default_context()``,
+  as the README's example does). Out of the box, httpx builds a fresh TLS context, loading
+  certifi's CA bundle, for every HTTP call gradio_client makes, even over plain http
+  (encode/httpx#2298, #3627): about 70 ms of client CPU per request;
 * the same with plain HTTP clients (httpx on Gradio's REST API: upload, call, read the
   event stream), which cost far less CPU: on a 2-core machine the clients share the cores
   with the server, so this row is closer to what the server can do.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import ssl
 import statistics
 import tempfile
 import time
@@ -42,13 +47,24 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _ask(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
-    """One client's requests, for ``calls`` of them or until ``stop``.
+def _ask(
+    url: str, photo: str, stop: float, calls: int | None, reuse_tls: bool = True
+) -> tuple[list[float], float]:
+    """One gradio_client client's requests, for ``calls`` of them or until ``stop``.
+
+    Args:
+        url: the app.
+        photo: the image to send.
+        stop: time.time() to stop at when ``calls`` is None.
+        calls: how many requests, or None.
+        reuse_tls: give the client one TLS context to reuse instead of one per HTTP call.
 
     Returns:
         (finished at, latency ms) per request, and the client's CPU seconds spent asking.
     """
-    client = Client(url, verbose=False)
+    # gradio_client passes ssl_verify to httpx as `verify`, which takes a context too.
+    verify = ssl.create_default_context() if reuse_tls else True
+    client = Client(url, verbose=False, ssl_verify=verify)
     for _ in range(3):
         client.predict(handle_file(photo), False, api_name="/predict")
     cpu = time.process_time()
@@ -58,6 +74,11 @@ def _ask(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[flo
         client.predict(handle_file(photo), False, api_name="/predict")
         answered.append((time.time(), (time.perf_counter() - started) * 1000))
     return answered, time.process_time() - cpu
+
+
+def _ask_default(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
+    """Like :func:`_ask`, with ``Client(url)`` as it comes (a TLS context per HTTP call)."""
+    return _ask(url, photo, stop, calls, reuse_tls=False)
 
 
 def _ask_http(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
@@ -147,12 +168,16 @@ def main() -> None:
     # Clients run in their own processes, as real ones do: in this process they would
     # compete with the server for the GIL.
     try:
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            single = [
-                ms for _, ms in pool.apply(_ask, (url, str(photo), 0.0, min(args.calls, 100)))[0]
-            ]
+        single = {}
+        for kind, ask in (("gradio_client", _ask_default), ("gradio_client, reused TLS", _ask)):
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                answers = pool.apply(ask, (url, str(photo), 0.0, min(args.calls, 100)))[0]
+            single[kind] = [ms for _, ms in answers]
         parallel = {
-            "gradio_client": _parallel(_ask, url, str(photo), args.clients, args.seconds),
+            "gradio_client": _parallel(_ask_default, url, str(photo), args.clients, args.seconds),
+            "gradio_client, reused TLS": _parallel(
+                _ask, url, str(photo), args.clients, args.seconds
+            ),
             "plain HTTP": _parallel(_ask_http, url, str(photo), args.clients, args.seconds),
         }
     finally:
@@ -165,10 +190,11 @@ def main() -> None:
         f"| server-side handler, {args.calls} calls | {statistics.median(server):.1f} | "
         f"{_percentile(server, 0.95):.1f} | {1000 / statistics.median(server):.0f} (1 at a time) |"
     )
-    print(
-        f"| gradio_client, 1 client, {len(single)} calls | {statistics.median(single):.1f} | "
-        f"{_percentile(single, 0.95):.1f} | {1000 / statistics.median(single):.1f} |"
-    )
+    for kind, times in single.items():
+        print(
+            f"| {kind}, 1 client, {len(times)} calls | {statistics.median(times):.1f} | "
+            f"{_percentile(times, 0.95):.1f} | {1000 / statistics.median(times):.1f} |"
+        )
     for kind, row in parallel.items():
         print(
             f"| {kind}, {args.clients} clients in parallel | {row['median']:.1f} | "

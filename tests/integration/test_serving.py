@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +44,12 @@ def served(services: Settings, champion_version: str) -> Iterator[tuple[Champion
 
 @pytest.fixture(scope="module")
 def client(served: tuple[ChampionWatcher, str]) -> Client:
-    return Client(served[1], verbose=False)
+    return _client(served[1])
+
+
+def _client(url: str) -> Client:
+    """A client built as the README shows: one TLS context, reused for every HTTP call."""
+    return Client(url, verbose=False, ssl_verify=ssl.create_default_context())
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +191,7 @@ def test_a_new_champion_swaps_in_while_requests_run(
     stop = threading.Event()
 
     def keep_asking() -> None:
-        own = Client(url, verbose=False)
+        own = _client(url)
         while not stop.is_set():
             try:
                 answered.append(_predict(own, astronaut)["model_version"])
