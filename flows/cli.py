@@ -9,14 +9,14 @@ import signal
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
 from model.errors import ConfigError, FerError, ServiceError
 from model.gate import GateConfig
 from model.settings import Settings, get_settings
-from model.train import TrainConfig
+from model.train import Profile, TrainConfig
 
 if TYPE_CHECKING:
     from model.registry import ModelRegistry
@@ -430,13 +430,33 @@ def deploy(
     cron: Cron = None,
     timezone: Timezone = None,
     paused: Annotated[bool, typer.Option(help="Create the schedule paused.")] = False,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Work pool its runs go to; default: the FER_WORK_POOL setting."),
+    ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Training profile of the scheduled runs: `cpu` (the nightly recipe) or "
+            "`gpu` (for a pool of GPU nodes)."
+        ),
+    ] = "cpu",
 ) -> None:
-    """Create or update the `retrain/nightly` deployment (process work pool, cron schedule)."""
+    """Create or update the `retrain/nightly` deployment (work pool, cron schedule)."""
     from flows.deploy import deploy_retrain
 
+    if profile not in ("cpu", "gpu"):
+        raise ConfigError(f"--profile must be cpu or gpu, not {profile!r}")
     settings = get_settings()
     _check_prefect(settings)
-    deployed = deploy_retrain(settings, cron=cron, timezone=timezone, paused=paused)
+    deployed = deploy_retrain(
+        settings,
+        cron=cron,
+        timezone=timezone,
+        paused=paused,
+        work_pool=pool,
+        profile=cast(Profile, profile),
+    )
     typer.echo(
         f"deployment {deployed.name} on work pool {deployed.work_pool}: "
         f"cron {deployed.cron!r} ({deployed.timezone}){' paused' if deployed.paused else ''}\n"
@@ -447,8 +467,24 @@ def deploy(
 
 @app.command()
 @_clear_errors
-def worker() -> None:
-    """Run a Prefect process worker on FER_WORK_POOL in the foreground (Ctrl-C stops it)."""
+def worker(
+    with_healthcheck: Annotated[
+        bool,
+        typer.Option(
+            help="Serve /health on PREFECT_WORKER_WEBSERVER_PORT (8080) for container probes."
+        ),
+    ] = False,
+    base_job_template: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON base job template a missing pool is created with "
+            "(infra/k8s/work-pool-cpu.json for a Kubernetes pool).",
+        ),
+    ] = None,
+) -> None:
+    """Run a Prefect worker on FER_WORK_POOL in the foreground (Ctrl-C stops it)."""
     import subprocess
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -458,11 +494,20 @@ def worker() -> None:
 
     settings = get_settings()
     _check_prefect(settings)
+    template = None
+    if base_job_template is not None:
+        try:
+            template = json.loads(base_job_template.read_text())
+        except json.JSONDecodeError as error:
+            raise ConfigError(
+                f"{base_job_template} is not JSON ({error}); pass a base job template file"
+            ) from error
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
-        ensure_work_pool(settings.work_pool)
+        ensure_work_pool(settings.work_pool, settings.work_pool_type, template)
     env = {**os.environ, **worker_env(settings)}
     try:
-        code = subprocess.call(worker_command(settings), env=env)
+        command = worker_command(settings, with_healthcheck, base_job_template)
+        code = subprocess.call(command, env=env)
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

@@ -1,4 +1,4 @@
-"""The ``retrain/nightly`` deployment on a process work pool, and running it."""
+"""The ``retrain/nightly`` deployment on a work pool (process or Kubernetes), and running it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from prefect.workers.process import ProcessWorker
 from flows.retrain import ensure_retrain_limit, retrain
 from model.errors import ConfigError
 from model.settings import Settings, check_cron, check_timezone
+from model.train import Profile, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,32 +54,50 @@ class FinishedRun:
     message: str
 
 
-def ensure_work_pool(name: str) -> None:
-    """Create the process work pool ``name`` unless it exists.
+def ensure_work_pool(
+    name: str, pool_type: str = "process", base_job_template: dict[str, Any] | None = None
+) -> None:
+    """Create the work pool ``name`` of ``pool_type`` unless it exists.
+
+    Args:
+        name: the pool.
+        pool_type: ``process`` or ``kubernetes``.
+        base_job_template: the template a new pool gets; a process pool defaults to
+            Prefect's own, a Kubernetes pool needs one (infra/k8s/work-pool-*.json).
 
     Raises:
-        ConfigError: if a pool of that name exists with another worker type.
+        ConfigError: if a pool of that name exists with another worker type, or a missing
+            Kubernetes pool has no template to be created from.
     """
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
         except ObjectNotFound:
+            if base_job_template is None and pool_type != "process":
+                raise ConfigError(
+                    f"work pool {name!r} does not exist; start its worker first "
+                    f"(fer worker --base-job-template infra/k8s/work-pool-cpu.json) or create "
+                    f"it: prefect work-pool create {name} --type {pool_type} "
+                    "--base-job-template infra/k8s/work-pool-cpu.json"
+                ) from None
             try:
                 client.create_work_pool(
                     WorkPoolCreate(
                         name=name,
-                        type="process",
-                        base_job_template=ProcessWorker.get_default_base_job_template(),
-                        description="FER platform: runs flows as local processes",
+                        type=pool_type,
+                        base_job_template=base_job_template
+                        or ProcessWorker.get_default_base_job_template(),
+                        description=f"FER platform: runs flows on {pool_type} infrastructure",
                     )
                 )
             except ObjectAlreadyExists:
                 pass
             return
-    if pool.type != "process":
+    if pool.type != pool_type:
         raise ConfigError(
-            f"work pool {name!r} exists with type {pool.type!r}, not 'process'; "
-            "choose another pool with FER_WORK_POOL or delete that one"
+            f"work pool {name!r} exists with type {pool.type!r}, not {pool_type!r}; "
+            "choose another pool with FER_WORK_POOL, set FER_WORK_POOL_TYPE to match, "
+            "or delete that pool"
         )
 
 
@@ -87,6 +106,8 @@ def deploy_retrain(
     cron: str | None = None,
     timezone: str | None = None,
     paused: bool = False,
+    work_pool: str | None = None,
+    profile: Profile = "cpu",
 ) -> Deployed:
     """Create or update ``retrain/nightly``: the flow from this checkout, on a cron schedule.
 
@@ -98,6 +119,10 @@ def deploy_retrain(
         cron: five-field cron expression; default ``FER_RETRAIN_CRON``.
         timezone: IANA zone the cron is read in; default ``FER_RETRAIN_TIMEZONE``.
         paused: create the schedule paused.
+        work_pool: the pool its runs go to; default ``FER_WORK_POOL`` (of type
+            ``FER_WORK_POOL_TYPE``).
+        profile: the training profile its runs use by default (``cpu`` on a CPU pool,
+            ``gpu`` on a pool of GPU nodes).
 
     Returns:
         The deployment's id and schedule.
@@ -110,8 +135,12 @@ def deploy_retrain(
         timezone = check_timezone(timezone or settings.retrain_timezone)
     except ValueError as error:
         raise ConfigError(f"invalid retrain schedule: {error}") from error
+    pool = work_pool or settings.work_pool
+    parameters = {}
+    if profile != "cpu":  # the flow's own default is the cpu recipe
+        parameters["train_config"] = TrainConfig.profile(profile).model_dump(mode="json")
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
-        ensure_work_pool(settings.work_pool)
+        ensure_work_pool(pool, settings.work_pool_type)
         ensure_retrain_limit()
         try:
             schedule = Cron(cron, timezone=timezone)
@@ -120,10 +149,11 @@ def deploy_retrain(
         source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
         deployment_id = source.deploy(
             name=DEPLOYMENT,
-            work_pool_name=settings.work_pool,
+            work_pool_name=pool,
             schedules=[schedule],
+            parameters=parameters,
             paused=paused,
-            description="Nightly retrain: acquire, validate, train (cpu recipe), evaluate, "
+            description=f"Nightly retrain: acquire, validate, train ({profile} recipe), evaluate, "
             "gate, publish and promote the facial-emotion model.",
             tags=["fer"],
             build=False,
@@ -131,11 +161,11 @@ def deploy_retrain(
             print_next_steps=False,
             ignore_warnings=True,
         )
-    logger.info("deployment %s (%s) on pool %s", DEPLOYMENT_PATH, deployment_id, settings.work_pool)
+    logger.info("deployment %s (%s) on pool %s", DEPLOYMENT_PATH, deployment_id, pool)
     return Deployed(
         deployment_id,
         DEPLOYMENT_PATH,
-        settings.work_pool,
+        pool,
         cron,
         timezone,
         paused,

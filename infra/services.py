@@ -547,19 +547,33 @@ def worker_name(settings: Settings) -> str:
     return f"fer-worker-{socket.gethostname()}-{settings.prefect_port}"
 
 
-def worker_command(settings: Settings) -> list[str]:
-    """``prefect worker start`` on the platform's process pool, under the platform's name."""
-    return [
+def worker_command(
+    settings: Settings, with_healthcheck: bool = False, base_job_template: Path | None = None
+) -> list[str]:
+    """``prefect worker start`` on the platform's pool, under the platform's name.
+
+    Args:
+        settings: the pool (``FER_WORK_POOL``, ``FER_WORK_POOL_TYPE``) and the server.
+        with_healthcheck: serve Prefect's worker health endpoint (``/health`` on
+            ``PREFECT_WORKER_WEBSERVER_PORT``) for a container's probes.
+        base_job_template: the template a missing pool is created with.
+    """
+    command = [
         _executable("prefect"),
         "worker",
         "start",
         "--pool",
         settings.work_pool,
         "--type",
-        "process",
+        settings.work_pool_type,
         "--name",
         worker_name(settings),
     ]
+    if with_healthcheck:
+        command.append("--with-healthcheck")
+    if base_job_template is not None:
+        command += ["--base-job-template", str(base_job_template)]
+    return command
 
 
 def _worker_health(settings: Settings, since: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -104,7 +105,17 @@ class Settings(BaseSettings):
         "UTC", description="IANA time zone the cron schedule is read in, e.g. Europe/Berlin."
     )
     work_pool: str = Field(
-        "fer-process", min_length=1, description="Prefect process work pool the worker polls."
+        "fer-process", min_length=1, description="Prefect work pool the worker polls."
+    )
+    work_pool_type: Literal["process", "kubernetes"] = Field(
+        "process",
+        description="Worker type of the pool: process (flow runs as local processes) or "
+        "kubernetes (each flow run a Kubernetes Job; infra/k8s).",
+    )
+    distribute: Literal["none", "mirrored"] = Field(
+        "none",
+        description="How training uses the machine's accelerators: none (one device) or "
+        "mirrored (tf.distribute.MirroredStrategy over every local GPU).",
     )
 
     @field_validator("retrain_cron")

@@ -12,7 +12,8 @@ from tasks.common import settings
 @task(name="train_model", timeout_seconds=6 * 3600)
 def train_model_task(ref: DatasetRef, config: TrainConfig) -> TrainResult:
     """Train and save the model; returns paths, not the model."""
-    result = train_model(ref, config, settings().home_dir)
+    platform = settings()
+    result = train_model(ref, config, platform.home_dir, platform.distribute)
     get_run_logger().info(
         "trained %d epochs, best validation accuracy %.4f, model at %s",
         result.epochs_run,

@@ -160,7 +160,33 @@ def test_nightly_deployment_is_scheduled_typed_and_described(
         "30 3 * * 1-5",
         "Europe/Berlin",
     )
+    # A GPU pool's deployment trains the gpu recipe by default; back to cpu, the override goes.
+    deploy_retrain(services, profile="gpu")
+    deployment = _api(services, lambda client: client.read_deployment(deployed.deployment_id))
+    gpu = TrainConfig.model_validate(deployment.parameters["train_config"])
+    assert gpu == TrainConfig.profile("gpu")
     deploy_retrain(services)
+    deployment = _api(services, lambda client: client.read_deployment(deployed.deployment_id))
+    assert "train_config" not in deployment.parameters
+
+
+def test_a_kubernetes_pool_is_created_from_its_template_only(services: Settings) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deploy import ensure_work_pool
+    from model.errors import ConfigError
+
+    template = json.loads((Path(__file__).parents[2] / "infra/k8s/work-pool-cpu.json").read_text())
+    with temporary_settings({PREFECT_API_URL: services.prefect_url}):
+        with pytest.raises(ConfigError, match="does not exist; start its worker first"):
+            ensure_work_pool("fer-k8s-test", "kubernetes")
+        ensure_work_pool("fer-k8s-test", "kubernetes", template)
+        ensure_work_pool("fer-k8s-test", "kubernetes")  # exists now: nothing to do
+        with pytest.raises(ConfigError, match="exists with type 'kubernetes', not 'process'"):
+            ensure_work_pool("fer-k8s-test", "process")
+    pool = _api(services, lambda client: client.read_work_pool("fer-k8s-test"))
+    assert pool.type == "kubernetes"
+    assert pool.base_job_template == template
 
 
 def test_two_runs_never_overlap_and_the_second_reuses_the_validation(

@@ -159,3 +159,60 @@ def test_same_data_config_and_seed_train_the_same_model(tmp_path: Path) -> None:
 
     assert losses(first) == losses(again)
     assert losses(first) != losses(other)
+
+
+def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
+    """The multi-GPU code path, on two logical CPU devices in a child process.
+
+    Logical devices must be configured before TensorFlow starts, hence the child. Two
+    replicas take the same code path as two GPUs: variables mirrored under the strategy's
+    scope, each global batch split in two, gradients all-reduced.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import json
+        from pathlib import Path
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        from model.network import NetworkConfig
+        from model.train import TrainConfig, fit_model
+        from tests.unit.test_network_train import _separable
+
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        x, y = _separable(20)
+        config = TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3,
+                             network=NetworkConfig(filters=(8,), dense_units=16))
+        result = fit_model(x, y, config, Path({str(tmp_path)!r}), strategy=strategy)
+        print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync,
+                                     "epochs": result.epochs_run,
+                                     "model": str(result.model_path)}}))
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-3000:]
+    line = next(line for line in child.stdout.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["replicas"] == 2
+    assert result["epochs"] == 3
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["loss"][-1] < history["loss"][0]
+    x, y = _separable(20)
+    predictor = Predictor.from_file(Path(result["model"]))
+    probabilities = predictor.predict(x[0, ..., 0])
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_distribution_strategy_is_chosen_by_name() -> None:
+    from model.errors import ConfigError
+    from model.train import distribution_strategy
+
+    assert distribution_strategy("none") is None
+    with pytest.raises(ConfigError, match="none or mirrored"):
+        distribution_strategy("horovod")  # type: ignore[arg-type]

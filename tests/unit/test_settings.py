@@ -82,3 +82,28 @@ def test_a_worker_needs_a_prefect_server(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="no Prefect server answers .* run `fer services up`"):
         worker_up(settings)
     assert not (tmp_path / "services" / "worker" / "state.json").exists()
+
+
+def test_pool_type_and_distribution_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infra.services import worker_command
+
+    settings = Settings()
+    assert (settings.work_pool_type, settings.distribute) == ("process", "none")
+    monkeypatch.setenv("FER_WORK_POOL", "fer-k8s")
+    monkeypatch.setenv("FER_WORK_POOL_TYPE", "kubernetes")
+    monkeypatch.setenv("FER_DISTRIBUTE", "mirrored")
+    settings = get_settings()
+    assert (settings.work_pool_type, settings.distribute) == ("kubernetes", "mirrored")
+    template = Path("infra/k8s/work-pool-cpu.json")
+    command = worker_command(settings, with_healthcheck=True, base_job_template=template)
+    assert command[command.index("--pool") + 1] == "fer-k8s"
+    assert command[command.index("--type") + 1] == "kubernetes"
+    assert "--with-healthcheck" in command
+    assert command[command.index("--base-job-template") + 1] == str(template)
+    monkeypatch.setenv("FER_DISTRIBUTE", "horovod")
+    monkeypatch.setenv("FER_WORK_POOL_TYPE", "docker")
+    with pytest.raises(ConfigError) as error:
+        get_settings()
+    assert "FER_DISTRIBUTE" in str(error.value) and "FER_WORK_POOL_TYPE" in str(error.value)
