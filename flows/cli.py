@@ -492,8 +492,6 @@ def worker(
     from flows.deploy import ensure_work_pool
     from infra.services import worker_command, worker_env
 
-    settings = get_settings()
-    _check_prefect(settings)
     template = None
     if base_job_template is not None:
         try:
@@ -502,6 +500,8 @@ def worker(
             raise ConfigError(
                 f"{base_job_template} is not JSON ({error}); pass a base job template file"
             ) from error
+    settings = get_settings()
+    _check_prefect(settings)
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         ensure_work_pool(settings.work_pool, settings.work_pool_type, template)
     env = {**os.environ, **worker_env(settings)}

@@ -110,3 +110,20 @@ def test_the_retrain_flow_trains_the_nightly_cpu_recipe_by_default() -> None:
     default = inspect.signature(retrain.fn).parameters["train_config"].default
     assert default == TrainConfig.profile("cpu")
     assert default.time_budget_minutes is not None and default.time_budget_minutes < 60
+
+
+def test_worker_and_deploy_options_are_checked_before_prefect_is_contacted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from infra.services import free_port
+
+    monkeypatch.setenv("FER_HOME", str(tmp_path))
+    monkeypatch.setenv("FER_PREFECT_PORT", str(free_port()))  # nothing listens there
+    broken = tmp_path / "template.json"
+    broken.write_text("{not json")
+    result = CliRunner().invoke(app, ["worker", "--base-job-template", str(broken)])
+    assert result.exit_code == 1
+    assert f"{broken} is not JSON" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["deploy", "--profile", "quick"])
+    assert result.exit_code == 1
+    assert "--profile must be cpu or gpu, not 'quick'" in result.output

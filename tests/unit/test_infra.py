@@ -302,3 +302,13 @@ def test_dockerfile_is_multi_stage_non_root_with_cpu_and_gpu_variants() -> None:
     assert user and not user.group(1).startswith(("root", "0")), "the image must not run as root"
     assert "ARG VARIANT=cpu" in text and '"gpu"' in text
     assert "uv sync --locked" in text  # the lock file decides what is installed
+
+
+def test_image_builds_with_the_uv_release_ci_uses() -> None:
+    """An older uv may not read the lock file a newer one wrote."""
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    image_uv = re.search(r"ghcr\.io/astral-sh/uv:(\d+)\.(\d+)\.\d+", dockerfile)
+    ci = (INFRA.parent / ".ci" / "run").read_text()
+    ci_uv = re.search(r"uv>=(\d+)\.(\d+),<", ci)
+    assert image_uv and ci_uv
+    assert image_uv.groups() == ci_uv.groups()
