@@ -9,7 +9,9 @@ training split), same batch size:
   epoch, one gather and cast per batch), float32;
 * platform-bf16 — the same pipeline with the ``cpu`` profile's mixed_bfloat16 compute;
 * platform-bf16-tf-threads — the bf16 pipeline with TensorFlow's default thread pools
-  instead of ``model.train.configure_threads`` (one op at a time, every core inside it).
+  instead of ``model.train.configure_threads`` (one op at a time, every core inside it);
+* platform-bf16-fused-bn — the bf16 pipeline with ``NetworkConfig.fused_batch_norm``
+  (TensorFlow's fused BatchNorm kernel instead of Keras 3's separate ops).
 
 Each variant runs in a fresh process (thread pools are fixed once TensorFlow starts), one
 after the other, and trains ``--epochs`` epochs; the first (tracing) is dropped and the table
@@ -58,7 +60,10 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     from model.train import TrainConfig, _batches, _build, _optimizer
 
     config = TrainConfig.profile("cpu")
-    precision = "mixed_bfloat16" if variant == "platform-bf16" else "float32"
+    if variant == "platform-bf16-fused-bn":
+        network = config.network.model_copy(update={"fused_batch_norm": True})
+        config = config.model_copy(update={"network": network})
+    precision = "mixed_bfloat16" if variant.startswith("platform-bf16") else "float32"
     keras.utils.set_random_seed(config.seed)
     model = _build(config, precision)
     model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy")
@@ -76,7 +81,13 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     return [len(x) / s for s in timer.seconds[1:]]
 
 
-VARIANTS = ("seed", "platform-f32", "platform-bf16", "platform-bf16-tf-threads")
+VARIANTS = (
+    "seed",
+    "platform-f32",
+    "platform-bf16",
+    "platform-bf16-tf-threads",
+    "platform-bf16-fused-bn",
+)
 
 
 def measure(args: argparse.Namespace) -> dict[str, float | list[float]]:

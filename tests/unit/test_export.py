@@ -230,3 +230,70 @@ def test_quantized_export_is_smaller_close_and_what_evaluation_scores(tmp_path: 
     (tmp_path / TFLITE_FILE).unlink()
     keras_only = score_model(*load_scored(tmp_path / "model.keras"), pixels, labels, "synthetic")
     assert keras_only.runtime == "keras"
+
+
+def test_fused_batch_norm_matches_keras_batch_norm() -> None:
+    """Same outputs, gradients and moving statistics as Keras's layer, in both modes."""
+    import keras
+    import tensorflow as tf
+
+    from model.layers import FusedBatchNormalization
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (16, 10, 10, 4)), tf.float32)
+    # Momentum 0: the moving statistics become this batch's, so any bias shows in full.
+    plain = keras.layers.BatchNormalization(momentum=0.0)
+    fused = FusedBatchNormalization(momentum=0.0)
+    plain.build(x.shape)
+    fused.build(x.shape)
+    rng = np.random.default_rng(1)
+    weights = [rng.uniform(0.5, 1.5, 4), rng.normal(0, 1, 4), rng.normal(0, 1, 4), np.ones(4)]
+    # A random weighting: with a per-channel constant, the gamma and beta gradients vanish.
+    upstream = tf.constant(rng.normal(0, 1, x.shape), tf.float32)
+    plain.set_weights(weights)
+    fused.set_weights(weights)
+    results = []
+    for layer in (plain, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        results.append((y, grads, [w.copy() for w in layer.get_weights()]))
+    (y0, g0, w0), (y1, g1, w1) = results
+    np.testing.assert_allclose(y1, y0, atol=1e-4)
+    for ours, theirs in zip(g1, g0, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-3)
+    for ours, theirs in zip(w1, w0, strict=True):  # moving mean and variance updated alike
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-4)
+
+
+def test_a_fused_batch_norm_network_trains_in_bfloat16_folds_and_loads_safely(
+    tmp_path: Path,
+) -> None:
+    import keras
+
+    from model.layers import FusedBatchNormalization
+
+    network = NETWORK.model_copy(update={"fused_batch_norm": True})
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(network, (48, 48, 1), len(CLASSES), seed=5)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert isinstance(model.get_layer("conv0a_bn"), FusedBatchNormalization)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    labels = np.arange(16) % len(CLASSES)
+    losses = [float(model.train_on_batch(_pixels(16, 2), labels)) for _ in range(5)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+    plain = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=5)
+    plain.set_weights(model.get_weights())  # same variables: the layers are interchangeable
+    pixels = _pixels(8, 3).astype(np.float32)
+    expected = np.asarray(plain(pixels, training=False))
+    folded = fold_batch_norm(model, network, (48, 48, 1), seed=5)
+    assert np.abs(np.asarray(folded(pixels, training=False)) - expected).max() < 1e-2
+    model.save(tmp_path / "fused.keras")
+    loaded = load_keras_model(tmp_path / "fused.keras")  # safe mode: the class is registered
+    assert isinstance(loaded.get_layer("conv0a_bn"), FusedBatchNormalization)
