@@ -1,7 +1,8 @@
 """Training throughput: the platform's input pipeline vs a seed-style ``fit`` on Python lists.
 
-Same network (the ``cpu`` profile's), same images (a deterministic subset of the cleaned
-training split), same batch size:
+Same network (the ``cpu`` profile's, with Keras's own BatchNorm layers except in the last
+variant, which trains the profile as it is), same images (a deterministic subset of the
+cleaned training split), same batch size:
 
 * seed    — the seed's way: a Python list of float32 images, ``np.array`` of it, one-hot
   labels, ``model.fit(x, y, shuffle=True)`` (Keras's array adapter), float32;
@@ -11,7 +12,8 @@ training split), same batch size:
 * platform-bf16-tf-threads — the bf16 pipeline with TensorFlow's default thread pools
   instead of ``model.train.configure_threads`` (one op at a time, every core inside it);
 * platform-bf16-fused-bn — the bf16 pipeline with ``NetworkConfig.fused_batch_norm``
-  (TensorFlow's fused BatchNorm kernel instead of Keras 3's separate ops).
+  (TensorFlow's fused BatchNorm kernel instead of Keras 3's separate ops): the ``cpu``
+  profile as the nightly run trains it.
 
 Each variant runs in a fresh process (thread pools are fixed once TensorFlow starts), one
 after the other, and trains ``--epochs`` epochs; the first (tracing) is dropped and the table
@@ -60,9 +62,9 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     from model.train import TrainConfig, _batches, _build, _optimizer
 
     config = TrainConfig.profile("cpu")
-    if variant == "platform-bf16-fused-bn":
-        network = config.network.model_copy(update={"fused_batch_norm": True})
-        config = config.model_copy(update={"network": network})
+    fused = variant == "platform-bf16-fused-bn"
+    network = config.network.model_copy(update={"fused_batch_norm": fused})
+    config = config.model_copy(update={"network": network})
     precision = "mixed_bfloat16" if variant.startswith("platform-bf16") else "float32"
     keras.utils.set_random_seed(config.seed)
     model = _build(config, precision)

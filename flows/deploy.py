@@ -76,9 +76,10 @@ def ensure_work_pool(
             if base_job_template is None and pool_type != "process":
                 raise ConfigError(
                     f"work pool {name!r} does not exist; start its worker first "
-                    f"(fer worker --base-job-template infra/k8s/work-pool-cpu.json) or create "
-                    f"it: prefect work-pool create {name} --type {pool_type} "
-                    "--base-job-template infra/k8s/work-pool-cpu.json"
+                    f"(fer worker --base-job-template TEMPLATE) or create it: prefect "
+                    f"work-pool create {name} --type {pool_type} --base-job-template TEMPLATE, "
+                    "where TEMPLATE is infra/k8s/work-pool-cpu.json, or "
+                    "infra/k8s/work-pool-gpu.json for a GPU pool"
                 ) from None
             try:
                 client.create_work_pool(

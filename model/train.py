@@ -120,10 +120,11 @@ class TrainConfig(BaseModel):
         * ``quick``: the defaults: a small net, Adam, 5 epochs (minutes; the README's main
           command).
         * ``cpu``: the nightly recipe for 2 CPU cores: a BatchNorm VGG (32-64-128-256,
-          global average pooling) trained on random 40 x 40 crops with flip, rotation, zoom,
-          contrast and random-erasing augmentation; SGD-Nesterov with warm-up and cosine
-          decay planned to a 57-minute budget, label smoothing, 1/sqrt class weights,
-          bfloat16 compute. It serves the centre crop and its mirror image, averaged.
+          global average pooling, TensorFlow's fused BatchNorm kernel) trained on random
+          40 x 40 crops with flip, rotation, zoom and contrast augmentation; SGD-Nesterov
+          with warm-up, cosine decay planned to a 57-minute budget and strong decoupled
+          weight decay, label smoothing, 1/sqrt class weights, bfloat16 compute. It serves
+          the centre crop and its mirror image, averaged.
         * ``gpu``: the same code path, twice as wide (64-512), float16 compute and up to 150
           epochs in 120 minutes, for a GPU node.
 
@@ -151,7 +152,10 @@ class TrainConfig(BaseModel):
             batch_size=128,
             optimizer="sgd",
             learning_rate=0.05,
-            weight_decay=5e-4,
+            # Keras decays decoupled (w -= lr * wd * w), so 5e-3 matches the classic SGD
+            # recipe's coupled 5e-4 under momentum 0.9. The fused BatchNorm's extra epochs
+            # scored 64.6 % with 5e-4 (r5), 67.1 % with 5e-3 (r6), 67.5 % with 1e-2 (r7).
+            weight_decay=1e-2,
             label_smoothing=0.1,
             class_weighting="sqrt",
             warmup_epochs=1,
@@ -162,6 +166,7 @@ class TrainConfig(BaseModel):
             network=NetworkConfig(
                 filters=(32, 64, 128, 256),
                 batch_norm=True,
+                fused_batch_norm=True,
                 head="gap",
                 dense_units=256,
                 conv_dropout=0.0,

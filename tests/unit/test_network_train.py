@@ -166,7 +166,8 @@ def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
 
     Logical devices must be configured before TensorFlow starts, hence the child. Two
     replicas take the same code path as two GPUs: variables mirrored under the strategy's
-    scope, each global batch split in two, gradients all-reduced.
+    scope, each global batch split in two, gradients all-reduced. The net has the profiles'
+    fused BatchNorm, whose moving statistics are updated inside each replica.
     """
     import subprocess
     import sys
@@ -188,10 +189,15 @@ def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         x, y = _separable(20)
         config = TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3,
-                             network=NetworkConfig(filters=(8,), dense_units=16))
+                             network=NetworkConfig(filters=(8,), dense_units=16,
+                                                   batch_norm=True, fused_batch_norm=True))
         result = fit_model(x, y, config, Path({str(tmp_path)!r}), strategy=strategy)
+        from model.predict import load_keras_model
+        norm = load_keras_model(result.model_path).get_layer("conv0a_bn")
         print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync,
                                      "epochs": result.epochs_run,
+                                     "norm": type(norm).__name__,
+                                     "moving_mean": float(abs(norm.moving_mean.numpy()).max()),
                                      "model": str(result.model_path)}}))
         """
     )
@@ -201,6 +207,8 @@ def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
     result = json.loads(line.removeprefix("RESULT "))
     assert result["replicas"] == 2
     assert result["epochs"] == 3
+    assert result["norm"] == "FusedBatchNormalization"
+    assert result["moving_mean"] > 0  # the statistics moved from their initial zeros
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["loss"][-1] < history["loss"][0]
     x, y = _separable(20)
