@@ -1,7 +1,7 @@
 """Training throughput: the platform's input pipeline vs a seed-style ``fit`` on Python lists.
 
-Same network (the ``cpu`` profile's, with Keras's own BatchNorm layers except in the last
-variant, which trains the profile as it is), same images (a deterministic subset of the
+Same network (the ``cpu`` profile's, with Keras's own BatchNorm layers except in the
+``fused-bn`` variants), same images (a deterministic subset of the
 cleaned training split), same batch size:
 
 * seed    — the seed's way: a Python list of float32 images, ``np.array`` of it, one-hot
@@ -13,12 +13,14 @@ cleaned training split), same batch size:
   instead of ``model.train.configure_threads`` (one op at a time, every core inside it);
 * platform-bf16-fused-bn — the bf16 pipeline with ``NetworkConfig.fused_batch_norm``
   (TensorFlow's fused BatchNorm kernel instead of Keras 3's separate ops): the ``cpu``
-  profile as the nightly run trains it.
+  profile as the nightly run trains it on a CPU with native bfloat16;
+* platform-f32-fused-bn — the same in float32: the ``cpu`` profile on a CPU without it
+  (``precision="auto"``).
 
 Each variant runs in a fresh process (thread pools are fixed once TensorFlow starts), one
 after the other, and trains ``--epochs`` epochs; the first (tracing) is dropped and the table
 gives the median images/s of the others, the ratio to the seed, and the CPU cores used
-(process CPU time / wall time).
+(process CPU time / wall time). The header says whether the CPU has native bfloat16.
 
     uv run python bench/train.py --images 6000 --epochs 3
 """
@@ -62,7 +64,7 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     from model.train import TrainConfig, _batches, _build, _optimizer
 
     config = TrainConfig.profile("cpu")
-    fused = variant == "platform-bf16-fused-bn"
+    fused = variant.endswith("-fused-bn")
     network = config.network.model_copy(update={"fused_batch_norm": fused})
     config = config.model_copy(update={"network": network})
     precision = "mixed_bfloat16" if variant.startswith("platform-bf16") else "float32"
@@ -89,6 +91,7 @@ VARIANTS = (
     "platform-bf16",
     "platform-bf16-tf-threads",
     "platform-bf16-fused-bn",
+    "platform-f32-fused-bn",
 )
 
 
@@ -130,8 +133,14 @@ def main() -> None:
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
+    from model.hardware import cpu_flags, native_bfloat16
+
     seed = statistics.median(results["seed"]["rates"])
-    print(f"training throughput, {args.images} images, {args.epochs - 1} timed epochs (median)")
+    native = "native" if native_bfloat16(cpu_flags()) else "no native (emulated)"
+    print(
+        f"training throughput, {args.images} images, {args.epochs - 1} timed epochs (median); "
+        f"{native} bfloat16 on this CPU"
+    )
     print(f"{'variant':<26}{'images/s':>9}{'vs seed':>9}{'cores':>7}   per epoch")
     for name, result in results.items():
         median = statistics.median(result["rates"])

@@ -91,6 +91,7 @@ def make_manifest(
         "gate": decision.model_dump(mode="json"),
         "training": {
             "epochs_run": trained.epochs_run,
+            "precision": trained.precision,
             "best_val_accuracy": trained.best_val_accuracy,
             "temperature": trained.temperature,
             "history": json.loads(trained.history_path.read_text()),
@@ -165,7 +166,8 @@ training images ({cleaning.get("removed_counts", {})}).
 
 ## Metrics (test split, {metrics["n_test"]} images)
 Accuracy {metrics["accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}; best validation
-accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epochs.
+accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epochs
+({training["precision"]} compute).
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|

@@ -93,6 +93,7 @@ def test_retrain_publishes_and_promotes_with_lineage(
         )
         assert stored["ContentLength"] == entry["bytes"] and len(entry["sha256"]) == 64
     assert manifest["training"]["temperature"] > 0
+    assert manifest["training"]["precision"] == "float32"  # QUICK's, recorded as trained
     assert manifest["metrics"]["ece"] is not None
     assert set(manifest["files"]) == {"model.keras", "serving.tflite", "model_card.md"}
     # The serving export was checked against Keras before it was published.
@@ -110,6 +111,7 @@ def test_retrain_publishes_and_promotes_with_lineage(
     )
     assert "EU AI Act" in card and "| disgust |" in card and "Expected calibration" in card
     assert "Served from `serving.tflite`" in card
+    assert "after 1 epochs\n(float32 compute)." in card
     # The gate's verdict travels with the version: every criterion with its value.
     gate = manifest["gate"]
     assert gate["passed"] and gate["reasons"] == []

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from model.dataset import CLASSES
+from model.hardware import cpu_flags, native_bfloat16
 from model.network import AugmentConfig, NetworkConfig, build_model
 from model.predict import Predictor, load_keras_model
 from model.train import TrainConfig, TrainResult, fit_model, split_train_validation
@@ -43,11 +44,16 @@ def test_validation_split_is_stratified_and_seeded() -> None:
 
 def test_training_lowers_the_loss_and_saves_a_loadable_model(tmp_path: Path) -> None:
     x, y = _separable(20)
-    config = TrainConfig(epochs=4, batch_size=16, learning_rate=3e-3, network=SMALL)
+    config = TrainConfig(
+        epochs=4, batch_size=16, learning_rate=3e-3, network=SMALL, precision="auto"
+    )
     result = fit_model(x, y, config, tmp_path)
     history = json.loads(result.history_path.read_text())
     assert history["loss"][-1] < history["loss"][0]
     assert result.epochs_run == 4
+    # No GPU in the tests: auto trains in bfloat16 only where this CPU has it natively.
+    native = native_bfloat16(cpu_flags())
+    assert result.precision == ("mixed_bfloat16" if native else "float32")
     curves = result.run_dir / "training_curves.png"
     assert curves.read_bytes().startswith(b"\x89PNG")
     predictor = Predictor.from_file(result.model_path)
@@ -134,6 +140,7 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path) -> Non
         class_weighting="sqrt",
     )
     result = fit_model(x, y, config, tmp_path)
+    assert result.precision == "mixed_bfloat16"
 
     model = load_keras_model(result.model_path)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
