@@ -8,7 +8,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: CPU flags (Linux ``/proc/cpuinfo`` names) of native bfloat16 arithmetic, which oneDNN uses.
+#: x86 CPU flags (Linux ``/proc/cpuinfo`` names) of native bfloat16 arithmetic, which oneDNN
+#: uses. Other CPUs (ARM's ``bf16`` is a "Features" entry) are left to float32 by ``auto``.
 BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPUINFO = Path("/proc/cpuinfo")
 
