@@ -15,7 +15,10 @@ cleaned training split), same batch size:
   (TensorFlow's fused BatchNorm kernel instead of Keras 3's separate ops): the ``cpu``
   profile as the nightly run trains it on a CPU with native bfloat16;
 * platform-f32-fused-bn — the same in float32: the ``cpu`` profile on a CPU without it
-  (``precision="auto"``).
+  (``precision="auto"``);
+* platform-bf16-fused-bn-keras-aug — platform-bf16-fused-bn with Keras's ``RandomRotation``
+  and ``RandomZoom`` (two warps, no jit support) instead of ``model.layers.RandomAffine``
+  (one warp): the ``cpu`` profile before the GPU path's jit-safe augmentation.
 
 Each variant runs in a fresh process (thread pools are fixed once TensorFlow starts), one
 after the other, and trains ``--epochs`` epochs; the first (tracing) is dropped and the table
@@ -23,6 +26,7 @@ gives the median images/s of the others, the ratio to the seed, and the CPU core
 (process CPU time / wall time). The header says whether the CPU has native bfloat16.
 
     uv run python bench/train.py --images 6000 --epochs 3
+    uv run python bench/train.py --variants platform-bf16-fused-bn,platform-bf16-fused-bn-keras-aug
 """
 
 from __future__ import annotations
@@ -57,12 +61,31 @@ def _timer() -> object:
     return EpochTimer()
 
 
+def _keras_rotation_and_zoom(
+    rotate_degrees: float, zoom: float, translate: float, seed: int, name: str
+) -> object:
+    """The augmentation ``model.layers.RandomAffine`` replaced: Keras's two layers."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(rotate_degrees / 360, seed=seed),
+            keras.layers.RandomZoom(zoom, seed=seed + 1),
+        ],
+        name=name,
+    )
+
+
 def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     """Train one variant; return images/s of each epoch after the first."""
     import keras
 
+    import model.layers
     from model.train import TrainConfig, _batches, _build, _optimizer
 
+    if variant.endswith("-keras-aug"):
+        model.layers.RandomAffine = _keras_rotation_and_zoom  # type: ignore[assignment,misc]
+        variant = variant.removesuffix("-keras-aug")
     config = TrainConfig.profile("cpu")
     fused = variant.endswith("-fused-bn")
     network = config.network.model_copy(update={"fused_batch_norm": fused})
@@ -92,6 +115,7 @@ VARIANTS = (
     "platform-bf16-tf-threads",
     "platform-bf16-fused-bn",
     "platform-f32-fused-bn",
+    "platform-bf16-fused-bn-keras-aug",
 )
 
 
@@ -120,6 +144,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path.home() / ".fer")
     parser.add_argument("--images", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="Comma-separated variants to run."
+    )
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -127,7 +154,10 @@ def main() -> None:
         return
 
     results = {}
-    for variant in VARIANTS:
+    chosen = args.variants.split(",")
+    if unknown := set(chosen) - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    for variant in chosen:
         child = subprocess.run(
             [sys.executable, __file__, *sys.argv[1:], "--variant", variant],
             capture_output=True, text=True, check=True,
@@ -135,17 +165,18 @@ def main() -> None:
         results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
     from model.hardware import cpu_flags, native_bfloat16
 
-    seed = statistics.median(results["seed"]["rates"])
+    baseline = "seed" if "seed" in results else chosen[0]
+    seed = statistics.median(results[baseline]["rates"])
     native = "native" if native_bfloat16(cpu_flags()) else "no native (emulated)"
     print(
         f"training throughput, {args.images} images, {args.epochs - 1} timed epochs (median); "
         f"{native} bfloat16 on this CPU"
     )
-    print(f"{'variant':<26}{'images/s':>9}{'vs seed':>9}{'cores':>7}   per epoch")
+    print(f"{'variant':<34}{'images/s':>9}{'vs ' + baseline[:6]:>11}{'cores':>7}   per epoch")
     for name, result in results.items():
         median = statistics.median(result["rates"])
         each = ", ".join(f"{r:.0f}" for r in result["rates"])
-        print(f"{name:<26}{median:>9.0f}{median / seed:>8.2f}x{result['cores']:>7.2f}   {each}")
+        print(f"{name:<34}{median:>9.0f}{median / seed:>10.2f}x{result['cores']:>7.2f}   {each}")
 
 
 if __name__ == "__main__":

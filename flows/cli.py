@@ -240,6 +240,18 @@ def run_retrain(
     return str(state.result())
 
 
+def _gate_config(
+    min_accuracy: float, min_macro_f1: float, min_class_recall: float, max_regression: float
+) -> GateConfig:
+    """The gate the command's options describe."""
+    return GateConfig(
+        min_accuracy=min_accuracy,
+        min_macro_f1=min_macro_f1,
+        min_class_recall=min_class_recall,
+        max_regression=max_regression,
+    )
+
+
 def _train_config(profile: str, **overrides: int | float | None) -> TrainConfig:
     """The profile's config with the options the user gave applied on top."""
     if profile not in ("quick", "cpu", "gpu"):
@@ -272,12 +284,7 @@ def retrain(
         _train_config(
             profile, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
         ),
-        GateConfig(
-            min_accuracy=min_accuracy,
-            min_macro_f1=min_macro_f1,
-            min_class_recall=min_class_recall,
-            max_regression=max_regression,
-        ),
+        _gate_config(min_accuracy, min_macro_f1, min_class_recall, max_regression),
         _quality_config(quality_config),
     )
     typer.echo(f"promoted model version {version}")
@@ -317,7 +324,7 @@ def serve() -> None:
 
 
 models_app = typer.Typer(
-    help="Model versions in the store: list, show, promote, rollback, verify, prune."
+    help="Model versions in the store: list, show, promote, rollback, verify, prune, import."
 )
 app.add_typer(models_app, name="models")
 
@@ -411,6 +418,56 @@ def models_prune(
         + "".join(f"\n  {v}" for v in pruned.versions)
         + f"\n{verb} {len(pruned.incomplete)} incomplete upload(s) older than a day"
         + "".join(f"\n  {v}" for v in pruned.incomplete)
+    )
+
+
+@models_app.command("import")
+@_clear_errors
+def models_import(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A .keras file trained elsewhere (a GPU run, pretrained/...), with the "
+            "manifest.json its training run wrote beside it.",
+            dir_okay=False,
+        ),
+    ],
+    source: Annotated[
+        str,
+        typer.Option(help="What trained it, in words (e.g. 'device run 2026-11-30, H200')."),
+    ],
+    dataset: Dataset = None,
+    min_accuracy: MinAccuracy = GateConfig.model_fields["min_accuracy"].default,
+    min_macro_f1: MinMacroF1 = GateConfig.model_fields["min_macro_f1"].default,
+    min_class_recall: MinClassRecall = GateConfig.model_fields["min_class_recall"].default,
+    max_regression: MaxRegression = GateConfig.model_fields["max_regression"].default,
+) -> None:
+    """Publish an externally trained model as a version; promote it if it passes the gate.
+
+    It is loaded in safe mode, exported to TFLite (checked against Keras), scored on the
+    dataset's test split and gated like a retrain. A model trained on other data (another
+    dataset fingerprint), a wrong file or a failed gate publishes nothing.
+    """
+    from model.importing import import_model
+    from model.registry import ModelRegistry
+    from model.sources import acquire_dataset
+
+    settings = get_settings()
+    ref = acquire_dataset(dataset or settings.dataset, settings)
+    imported = import_model(
+        path,
+        source,
+        ref,
+        settings.home_dir,
+        ModelRegistry.from_settings(settings),
+        _gate_config(min_accuracy, min_macro_f1, min_class_recall, max_regression),
+    )
+    metrics = imported.metrics
+    typer.echo(
+        f"imported {path} as version {imported.version}: test accuracy {metrics.accuracy:.4f}, "
+        f"macro F1 {metrics.macro_f1:.4f} on {metrics.n_test} images ({metrics.runtime})\n"
+        + "\n".join(f"  {check}" for check in imported.decision.checks)
+        + f"\npromoted model version {imported.version}"
     )
 
 
@@ -561,12 +618,7 @@ def up(
 
     quality = _quality_config(quality_config)
     config = _train_config(profile, epochs=epochs, batch_size=batch_size)
-    gate = GateConfig(
-        min_accuracy=min_accuracy,
-        min_macro_f1=min_macro_f1,
-        min_class_recall=min_class_recall,
-        max_regression=max_regression,
-    )
+    gate = _gate_config(min_accuracy, min_macro_f1, min_class_recall, max_regression)
     settings = get_settings()
     services_up(settings)
     typer.echo(f"Prefect UI: {settings.prefect_ui_url}   S3 endpoint: {settings.s3_url}")

@@ -133,7 +133,10 @@ class TrainingPlan(keras.callbacks.Callback):
         """Record the epoch, re-plan from its duration, save the state, stop at the plan's end."""
         logs = {k: float(v) for k, v in (logs or {}).items()}
         seconds = time.perf_counter() - self._started
-        logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        logs["epoch_seconds"] = seconds  # training and validation, for throughput figures
         self.state["seconds"].append(seconds)
         self.state["history"].append(logs)
         accuracy = logs.get("val_accuracy")

@@ -33,6 +33,10 @@ class RegistryError(FerError):
     """The model store cannot be read or written, or holds inconsistent data."""
 
 
+class ImportRefused(RegistryError):
+    """An externally trained model cannot be imported: wrong file, record or dataset."""
+
+
 class StoreUnavailable(RegistryError):
     """The store could not be reached or answered with a server error: worth retrying later."""
 

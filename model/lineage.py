@@ -6,13 +6,16 @@ import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.dataset import CLASSES, DatasetRef
 from model.evaluate import Metrics
-from model.export import EXPORT_FILE
+from model.export import EXPORT_FILE, TFLITE_FILE
 from model.gate import Decision
 from model.train import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from model.registry import ModelRegistry
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_CARD_FILE = "model_card.md"
@@ -42,7 +45,16 @@ def code_version() -> str:
     return f"{version}+g{described}"
 
 
-def _cleaning_summary(trained: TrainResult, reports_uri: str) -> dict[str, Any] | None:
+def cleaning_summary(trained: TrainResult, reports_uri: str) -> dict[str, Any] | None:
+    """What cleaning removed before training, for the manifest and model card.
+
+    Args:
+        trained: the training run (its ``cleaning.json``).
+        reports_uri: where the run's reports are (the full list of removed paths).
+
+    Returns:
+        Counts and statistics, or None when the run recorded no cleaning.
+    """
     if trained.cleaning_path is None:
         return None
     report = json.loads(trained.cleaning_path.read_text())
@@ -92,15 +104,66 @@ def make_manifest(
         "training": {
             "epochs_run": trained.epochs_run,
             "precision": trained.precision,
+            "backend": trained.backend,
+            "hardware": trained.hardware,
             "best_val_accuracy": trained.best_val_accuracy,
             "temperature": trained.temperature,
             "history": json.loads(trained.history_path.read_text()),
         },
-        "cleaning": _cleaning_summary(trained, reports_uri),
+        "cleaning": cleaning_summary(trained, reports_uri),
         "export": _export_summary(trained),
         "reports": reports_uri,
         "code_version": code_version(),
     }
+
+
+def publish_run(
+    registry: ModelRegistry,
+    trained: TrainResult,
+    metrics: Metrics,
+    ref: DatasetRef,
+    train_config: TrainConfig,
+    decision: Decision,
+    origin: dict[str, Any] | None = None,
+) -> tuple[str, str]:
+    """Upload a run's reports, then its model as a new version with manifest and model card.
+
+    Args:
+        registry: the model store.
+        trained: the training run (its folder holds the reports).
+        metrics: test metrics.
+        ref: the dataset.
+        train_config: hyperparameters used.
+        decision: the gate's verdict.
+        origin: for an imported model, where it came from (``source`` in words, file,
+            sha256); recorded as ``imported`` in the manifest.
+
+    Returns:
+        ``(version, reports URI)``.
+    """
+    registry.ensure_bucket()
+    reports = registry.upload_folder(
+        trained.run_dir,
+        f"reports/{trained.run_dir.name}",
+        exclude=(trained.model_path.name, TFLITE_FILE),
+    )
+    manifest = make_manifest(metrics, ref, trained, train_config, decision, reports)
+    if origin is not None:
+        manifest["training"]["source"] = origin["source"]
+        manifest["imported"] = origin
+    card = trained.run_dir / MODEL_CARD_FILE
+    card.write_text(model_card(manifest))
+    extra = [card] + ([trained.tflite_path] if trained.tflite_path else [])
+    return registry.publish_version(trained.model_path, manifest, extra_files=extra), reports
+
+
+def _trained_on(training: dict[str, Any]) -> str:
+    """``", Keras jax backend on NVIDIA H200"`` where the manifest records it."""
+    where = [f"Keras {training['backend']} backend"] if training.get("backend") else []
+    where += [f"on {training['hardware']}"] if training.get("hardware") else []
+    origin = training.get("source")
+    where += [f"trained by {origin}"] if origin else []
+    return ", " + " ".join(where) if where else ""
 
 
 def model_card(manifest: dict[str, Any]) -> str:
@@ -129,7 +192,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{'n/a' if ece is None else f'{ece:.4f}'} after (the served probabilities)."
     )
     export = manifest.get("export")
-    flip = manifest.get("train_config", {}).get("test_time_flip")
+    train_config = manifest.get("train_config", {})
+    views = 2 if train_config.get("test_time_flip") else 1
+    views *= 5 if train_config.get("test_time_shifts") else 1
     serving = (
         f"Served from `{export['file']}` (TFLite through LiteRT, quantization: "
         f"{export.get('quantization', 'none (float32)')}); its probabilities are within "
@@ -137,7 +202,15 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{export['checked_images']} validation images. The metrics above are the export's."
         if export
         else "Served from `model.keras` (no TFLite export for this version)."
-    ) + (" Each face is scored as the average of it and its mirror image." if flip else "")
+    ) + (
+        {
+            1: "",
+            2: " Each face is scored as the average of it and its mirror image.",
+            5: " Each face is scored as the average of its centre and four corner crops.",
+            10: " Each face is scored as the average of ten crops (centre, four corners, and "
+            "their mirror images).",
+        }[views]
+    )
     gate = manifest.get("gate") or {}
     checks = "\n".join(f"- {check}" for check in gate.get("checks", [])) or "- not recorded"
     return f"""# Model card: FER emotion classifier
@@ -167,7 +240,7 @@ training images ({cleaning.get("removed_counts", {})}).
 ## Metrics (test split, {metrics["n_test"]} images)
 Accuracy {metrics["accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}; best validation
 accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epochs
-({training["precision"]} compute).
+({training["precision"]} compute{_trained_on(training)}).
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|

@@ -78,18 +78,17 @@ def _augmentation(config: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     stack: list[keras.layers.Layer] = []
     if config.flip:
         stack.append(layers.RandomFlip("horizontal", seed=seed, name="aug_flip"))
-    if config.rotate_degrees:
+    if config.rotate_degrees or config.zoom or config.translate:
+        from model.layers import RandomAffine
+
+        # One warp that XLA compiles under every backend (Keras's own rotation, zoom and
+        # translation layers switch jit off for the whole model).
         stack.append(
-            layers.RandomRotation(config.rotate_degrees / 360, seed=seed + 1, name="aug_rotate")
-        )
-    if config.zoom:
-        stack.append(layers.RandomZoom(config.zoom, seed=seed + 2, name="aug_zoom"))
-    if config.translate:
-        stack.append(
-            layers.RandomTranslation(
-                config.translate, config.translate, seed=seed + 3, name="aug_translate"
+            RandomAffine(
+                config.rotate_degrees, config.zoom, config.translate, seed=seed + 1,
+                name="aug_affine",
             )
-        )
+        )  # fmt: skip
     if config.crop:
         from model.layers import TrainingCrop
 
@@ -164,7 +163,7 @@ def build_model(
 
 
 def with_temperature(
-    model: keras.Model, temperature: float, flip_average: bool = False
+    model: keras.Model, temperature: float, flip_average: bool = False, shift: int = 0
 ) -> keras.Model:
     """The served model: logits divided by ``temperature`` before the softmax.
 
@@ -174,6 +173,10 @@ def with_temperature(
         flip_average: average the logits of each image and its mirror image (test-time
             augmentation inside the model, so evaluation and serving see the same function;
             twice the inference FLOPs).
+        shift: also average the four views shifted diagonally by this many pixels (0: none):
+            with a centre-crop network and ``shift = (48 - crop) / 2`` these are its corner
+            crops, so with ``flip_average`` it is the ten-crop evaluation (ten times the
+            inference FLOPs).
 
     Returns:
         A model sharing ``model``'s layers and weights, whose probabilities are calibrated;
@@ -182,13 +185,14 @@ def with_temperature(
     import keras
     from keras import layers
 
-    if flip_average:
-        from model.layers import HorizontalFlip
+    if flip_average or shift:
+        from model.layers import InferenceViews, MeanOverViews
 
-        base = logits_model(model)
+        corners = [(-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift)]
+        views = InferenceViews([(0, 0), *(corners if shift else [])], flip_average, name="views")
         inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
-        mirrored = base(HorizontalFlip(name="mirror")(inputs))
-        logits = layers.Average(dtype="float32", name="logits")([base(inputs), mirrored])
+        stacked = logits_model(model)(views(inputs))
+        logits = MeanOverViews(views.count, dtype="float32", name="logits")(stacked)
     else:
         inputs, logits = model.input, model.get_layer("logits").output
     scaled = layers.Rescaling(1.0 / temperature, dtype="float32", name="temperature")(logits)

@@ -38,6 +38,68 @@ def load_keras_model(path: Path) -> keras.Model:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
+#: The weights file inside a ``.keras`` archive.
+WEIGHTS_ENTRY = "model.weights.h5"
+
+
+def save_compact(model: keras.Model, path: Path) -> Path:
+    """Save a ``.keras`` file with its float32 weights stored as float16 (half the bytes).
+
+    For models that travel or ship with the repository (a device run's model comes back
+    through a 16 MB limit; ``pretrained/`` keeps models at 12 MB or less). Loading casts the
+    weights back to the model's float32 variables, so :func:`load_keras_model` reads the file
+    as any other; rounding moves probabilities by about 1e-3.
+
+    Args:
+        model: the model to save.
+        path: the ``.keras`` file to write.
+
+    Returns:
+        ``path``.
+    """
+    import tempfile
+    import zipfile
+
+    import h5py
+
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
+    with tempfile.TemporaryDirectory() as scratch:
+        full, half = Path(scratch) / "full.h5", Path(scratch) / "half.h5"
+        for info, data in entries:
+            if info.filename == WEIGHTS_ENTRY:
+                full.write_bytes(data)
+        with h5py.File(full, "r") as source, h5py.File(half, "w") as target:
+            _copy_as_float16(source, target)
+        entries = [
+            (info, half.read_bytes() if info.filename == WEIGHTS_ENTRY else data)
+            for info, data in entries
+        ]
+    partial = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(partial, "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, data)
+    partial.replace(path)
+    return path
+
+
+def _copy_as_float16(source: Any, target: Any) -> None:
+    """Copy an HDF5 group recursively, float32 datasets as float16, attributes as they are."""
+    import h5py
+
+    target.attrs.update(source.attrs)
+    for name, item in source.items():
+        if isinstance(item, h5py.Group):
+            _copy_as_float16(item, target.create_group(name))
+            continue
+        data = item[()]
+        if getattr(data, "dtype", None) == np.float32:
+            data = data.astype(np.float16)
+        target.create_dataset(name, data=data)
+        target[name].attrs.update(item.attrs)
+
+
 def to_model_input(image: Image.Image | np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     """Convert an image of any size and mode to one ``size`` x ``size`` x 1 uint8 array.
 

@@ -8,9 +8,8 @@ from prefect.tasks import exponential_backoff
 
 from model.dataset import DatasetRef
 from model.evaluate import Metrics
-from model.export import TFLITE_FILE
 from model.gate import Decision
-from model.lineage import MODEL_CARD_FILE, make_manifest, model_card
+from model.lineage import publish_run
 from model.registry import ChampionPointer, ModelRegistry
 from model.train import TrainConfig, TrainResult
 from tasks.common import retry_unless_platform_error, settings
@@ -34,17 +33,7 @@ def publish_model_task(
 ) -> str:
     """Upload the model, its reports and manifest; returns the new version id."""
     registry = ModelRegistry.from_settings(settings())
-    registry.ensure_bucket()
-    reports = registry.upload_folder(
-        trained.run_dir,
-        f"reports/{trained.run_dir.name}",
-        exclude=(trained.model_path.name, TFLITE_FILE),
-    )
-    manifest = make_manifest(metrics, ref, trained, train_config, decision, reports)
-    card = trained.run_dir / MODEL_CARD_FILE
-    card.write_text(model_card(manifest))
-    extra = [card] + ([trained.tflite_path] if trained.tflite_path else [])
-    version = registry.publish_version(trained.model_path, manifest, extra_files=extra)
+    version, reports = publish_run(registry, trained, metrics, ref, train_config, decision)
     create_markdown_artifact(
         key="model-version",
         markdown=(

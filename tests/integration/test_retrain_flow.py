@@ -111,7 +111,10 @@ def test_retrain_publishes_and_promotes_with_lineage(
     )
     assert "EU AI Act" in card and "| disgust |" in card and "Expected calibration" in card
     assert "Served from `serving.tflite`" in card
-    assert "after 1 epochs\n(float32 compute)." in card
+    # Where it trained: the backend and this machine's CPU, in the manifest and the card.
+    assert manifest["training"]["backend"] == "tensorflow"
+    assert "cores" in manifest["training"]["hardware"]
+    assert "after 1 epochs\n(float32 compute, Keras tensorflow backend on " in card
     # The gate's verdict travels with the version: every criterion with its value.
     gate = manifest["gate"]
     assert gate["passed"] and gate["reasons"] == []

@@ -96,7 +96,7 @@ def test_profile_options_override_the_profile_and_bad_profiles_are_named() -> No
         exclude={"epochs"}
     )
     assert _train_config("quick") == TrainConfig()
-    assert _train_config("gpu").precision == "mixed_float16"
+    assert _train_config("gpu").batch_size == 512
     with pytest.raises(ConfigError, match="unknown --profile 'huge'; choose quick, cpu or gpu"):
         _train_config("huge")
 

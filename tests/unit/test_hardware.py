@@ -40,6 +40,8 @@ def test_native_bfloat16_needs_avx512_bf16_or_amx() -> None:
 
 def test_auto_precision_follows_the_hardware() -> None:
     assert resolve_precision("auto", gpu=True, flags={"avx2"}) == "mixed_float16"
+    # A GPU with bfloat16 (Ampere and newer: H100, H200) needs no loss scaling.
+    assert resolve_precision("auto", gpu=True, flags=set(), gpu_bfloat16=True) == "mixed_bfloat16"
     assert resolve_precision("auto", gpu=False, flags={"avx512_bf16"}) == "mixed_bfloat16"
     assert resolve_precision("auto", gpu=False, flags={"avx2"}) == "float32"
     # An explicit choice is kept.
@@ -57,6 +59,28 @@ def test_emulated_bfloat16_is_kept_but_warned_about(caplog: pytest.LogCaptureFix
     assert caplog.text == ""
 
 
-def test_the_nightly_cpu_profile_picks_its_precision_from_the_hardware() -> None:
+def test_the_profiles_pick_their_precision_from_the_hardware() -> None:
+    # bfloat16 on a CPU or GPU that has it; float32 (CPU) or float16 (older GPU) otherwise.
     assert TrainConfig.profile("cpu").precision == "auto"
-    assert TrainConfig.profile("gpu").precision == "mixed_float16"
+    assert TrainConfig.profile("gpu").precision == "auto"
+
+
+def test_gpu_bfloat16_follows_the_compute_capability() -> None:
+    from model.hardware import GpuInfo, _capability
+
+    assert _capability("9.0") == (9, 0) and _capability((8, 6)) == (8, 6)
+    assert _capability(None) is None and _capability("sm") is None
+    assert GpuInfo("NVIDIA H200", (9, 0)).bfloat16
+    assert not GpuInfo("Tesla T4", (7, 5)).bfloat16
+    assert not GpuInfo("unknown", None).bfloat16
+
+
+def test_hardware_is_described_for_lineage(tmp_path: Path) -> None:
+    from model.hardware import cpu_model, describe_hardware
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO)
+    assert cpu_model(cpuinfo) == "AMD EPYC"
+    # This machine has no GPU: the CPU, its cores and whether it has native bfloat16.
+    described = describe_hardware()
+    assert "cores" in described and "bfloat16" in described
