@@ -70,7 +70,7 @@ def _capability(value: object) -> tuple[int, int] | None:
     """``(major, minor)`` from a capability given as ``"9.0"``, ``(9, 0)`` or None."""
     if value is None:
         return None
-    parts = str(value).split(".") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    parts = value.split(".") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
     try:
         return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
     except (ValueError, IndexError):

@@ -24,6 +24,7 @@ from model.evaluate import Metrics, evaluate_model
 from model.export import TFLITE_FILE, export_tflite
 from model.gate import Decision, GateConfig, decide, enforce, score_champion
 from model.lineage import publish_run
+from model.network import fold_served_model
 from model.predict import load_keras_model
 from model.registry import sha256_file
 from model.train import (
@@ -141,16 +142,38 @@ def _train_config(record: dict[str, Any], model_path: Path) -> TrainConfig:
         ) from error
 
 
-def _prepare_run(model: keras.Model, record: dict[str, Any], ref: DatasetRef, home: Path) -> Path:
+def _prepare_run(
+    model: keras.Model, config: TrainConfig, record: dict[str, Any], ref: DatasetRef, home: Path
+) -> Path:
     """A run directory like a retrain's: the model (float32), its export, history and curves."""
     run_dir = new_run_dir(home)
     model.save(run_dir / MODEL_FILE)
     pixels, _ = load_split(ref, "train", arrays_dir(home))
-    export_tflite(model, run_dir / TFLITE_FILE, pixels[:EXPORT_CHECK_IMAGES], quantize=True)
+    export_tflite(
+        _fast_equivalent(model, config),
+        run_dir / TFLITE_FILE,
+        pixels[:EXPORT_CHECK_IMAGES],
+        reference=model,
+        quantize=True,
+    )
     history = record["training"].get("history", {})
     (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))
     plot_curves(history, run_dir / CURVES_FILE)
     return run_dir
+
+
+def _fast_equivalent(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """The model with BatchNorm folded, as a retrain exports it; the model itself if that fails.
+
+    The export is checked against ``model`` either way, so a fold that went wrong is caught.
+    """
+    try:
+        return fold_served_model(model, config.network, (IMAGE_SIZE, IMAGE_SIZE, 1), config.seed)
+    except (ValueError, KeyError, AttributeError) as error:
+        logger.warning(
+            "cannot fold BatchNorm of the imported model (%s); exporting it as is", error
+        )
+        return model
 
 
 def _trained(run_dir: Path, record: dict[str, Any]) -> TrainResult:
@@ -209,7 +232,7 @@ def import_model(
             "trained on (--dataset or FER_DATASET), or retrain it on this one"
         )
     config = _train_config(record, model_path)
-    run_dir = _prepare_run(model, record, ref, home)
+    run_dir = _prepare_run(model, config, record, ref, home)
     metrics = evaluate_model(run_dir / MODEL_FILE, ref, home, run_dir)
     decision = decide(metrics, gate, score_champion(registry, ref, home, run_dir))
     enforce(decision)

@@ -255,3 +255,32 @@ def fold_batch_norm(
     for mine, theirs in zip(target, source, strict=True):
         mine.set_weights(theirs.get_weights())
     return folded
+
+
+def fold_served_model(
+    served: keras.Model, config: NetworkConfig, input_shape: tuple[int, int, int], seed: int = 0
+) -> keras.Model:
+    """A served model (from :func:`with_temperature`) with its BatchNorm folded away.
+
+    For a saved model whose training network is not at hand (an imported one): the network
+    inside is found by its layer names, folded with :func:`fold_batch_norm`, and wrapped again
+    with the same temperature and test-time views.
+
+    Args:
+        served: the served model as saved.
+        config: the network shape it was built with.
+        input_shape: (height, width, channels).
+        seed: seed of its augmentation layers (inert at inference).
+
+    Returns:
+        The same inference function up to float rounding, without BatchNorm.
+    """
+    names = {layer.name for layer in served.layers}
+    inner = served.get_layer(f"{served.name}_logits") if "views" in names else served
+    folded = fold_batch_norm(inner, config, input_shape, seed)
+    temperature = 1.0 / float(served.get_layer("temperature").scale)
+    if "views" not in names:
+        return with_temperature(folded, temperature)
+    views = served.get_layer("views")
+    shift = max(abs(value) for shift in views.shifts for value in shift)
+    return with_temperature(folded, temperature, views.flip, shift)

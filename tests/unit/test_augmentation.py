@@ -120,3 +120,32 @@ def test_compact_files_store_half_the_bytes_and_load_as_float32(tmp_path: Path) 
     x = _pixels(4, 2)
     expected = np.asarray(served(x, training=False))
     assert np.abs(np.asarray(loaded(x, training=False)) - expected).max() < 2e-3
+
+
+@pytest.mark.parametrize(("flip", "shift"), [(False, 0), (True, 4)])
+def test_a_saved_served_model_folds_its_batch_norm_for_export(
+    tmp_path: Path, flip: bool, shift: int
+) -> None:
+    import keras
+
+    from model.network import fold_served_model
+    from model.predict import load_keras_model
+
+    network = build_model(SMALL, (48, 48, 1), len(CLASSES), seed=3)
+    rng = np.random.default_rng(4)
+    for layer in network.layers:  # BatchNorm statistics far from the identity
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma * 1.5, beta + 0.2, mean + rng.normal(0, 0.3, mean.shape),
+                               variance * rng.uniform(0.5, 2.0, variance.shape)])  # fmt: skip
+    with_temperature(network, 1.3, flip, shift).save(tmp_path / "served.keras")
+    served = load_keras_model(tmp_path / "served.keras")
+    folded = fold_served_model(served, SMALL, (48, 48, 1))
+    kinds = {type(layer).__name__ for layer in folded._flatten_layers()}
+    assert "BatchNormalization" not in kinds and "FusedBatchNormalization" not in kinds
+    x = _pixels(4, 5)
+    expected = np.asarray(logits_model(served)(x, training=False))
+    got = np.asarray(logits_model(folded)(x, training=False))
+    assert np.abs(expected).max() > 0.05  # not a trivially small comparison
+    assert np.abs(got - expected).max() < 1e-4
+    assert np.allclose(folded(x, training=False), served(x, training=False), atol=1e-6)
