@@ -64,17 +64,6 @@ PLATFORMS = (
 #: bf16 matrix-product rate measured on an H200 of this workplace (769-798 TFLOP/s on random
 #: data; the datasheet says ~990 dense): the ceiling the throughput is compared with.
 H200_BF16_TFLOPS = 790.0
-OUTPUT_FILES = (
-    "model.keras",
-    "manifest.json",
-    "metrics.json",
-    "history.json",
-    "training_curves.png",
-    "test_probabilities.npy",
-    "model_card.md",
-)
-
-logger = logging.getLogger("device_train")
 
 
 # ---------------------------------------------------------------------------------------- pack
@@ -257,52 +246,72 @@ def _record(
     }
 
 
-def train(args: argparse.Namespace) -> None:
-    """Train, score the public test split, and write the results to ``--out``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    started = time.perf_counter()
-    import keras
+def ship_model(result: Any, ref: Any, home: Path, out: Path) -> Any:
+    """Write the compact model file, then score exactly that file on the public test split.
+
+    Args:
+        result: the training run.
+        ref: the dataset.
+        home: the platform home of the run (decoded arrays).
+        out: the results folder.
+
+    Returns:
+        The shipped model's test metrics (its probabilities go to ``test_probabilities.npy``).
+    """
     import numpy as np
 
-    from model.dataset import arrays_dir, index_dataset, load_split
+    from model.dataset import arrays_dir, load_split
     from model.evaluate import score_model
-    from model.hardware import gpu_info
-    from model.lineage import model_card
-    from model.network import build_model
     from model.predict import load_keras_model, save_compact
-    from model.train import train_model
 
-    config = build_config(args.profile, json.loads(args.set), args.budget_minutes)
-    home = args.work / "home"
-    ref = index_dataset(args.data, home, source=args.source)
-    indexed = time.perf_counter()
-    result = train_model(ref, config, home)
-    trained = time.perf_counter()
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_compact(load_keras_model(result.model_path), args.out / "model.keras")
-    shipped = load_keras_model(args.out / "model.keras")  # score exactly the file that ships
+    save_compact(load_keras_model(result.model_path), out / "model.keras")
+    shipped = load_keras_model(out / "model.keras")
     x, y = load_split(ref, "test", arrays_dir(home))
     metrics = score_model(shipped, None, x, y, ref.fingerprint)
     probabilities = shipped.predict(np.asarray(x, np.float32), batch_size=1024, verbose=0)
-    np.save(args.out / "test_probabilities.npy", probabilities.astype(np.float32))
+    np.save(out / "test_probabilities.npy", probabilities.astype(np.float32))
+    return metrics
+
+
+def write_record(out: Path, ref: Any, config: Any, result: Any, metrics: Any) -> dict[str, Any]:
+    """Write the training record, history, curves and model card; return the throughput."""
+    from model.hardware import gpu_info
+    from model.lineage import model_card
+    from model.network import build_model
 
     history = json.loads(result.history_path.read_text())
     network = build_model(config.network, (48, 48, 1), 7, config.seed)
     peak = H200_BF16_TFLOPS if gpu_info() is not None else None
     speed = throughput(history, result.train_images, forward_flops(network), peak)
     record = _record(ref, config, result, history, metrics, speed)
-    (args.out / "manifest.json").write_text(json.dumps(record, indent=2))
-    (args.out / "history.json").write_text(json.dumps(history, indent=2))
-    (args.out / "model_card.md").write_text(model_card(record))
-    shutil.copy(result.run_dir / "training_curves.png", args.out / "training_curves.png")
+    (out / "manifest.json").write_text(json.dumps(record, indent=2))
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    (out / "model_card.md").write_text(model_card(record))
+    shutil.copy(result.run_dir / "training_curves.png", out / "training_curves.png")
+    return speed
+
+
+def train(args: argparse.Namespace) -> None:
+    """Index, train, ship and score, and write the results to ``--out``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    # Keras (and with it JAX's threads) only after the dataset was decoded in forked workers.
+    from model.dataset import index_dataset
+
+    config = build_config(args.profile, json.loads(args.set), args.budget_minutes)
+    home = args.work / "home"
+    ref = index_dataset(args.data, home, source=args.source)
+    indexed = time.perf_counter()
+    import keras
+
+    from model.train import train_model
+
+    result = train_model(ref, config, home)
+    trained = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    metrics = ship_model(result, ref, home, args.out)
+    speed = write_record(args.out, ref, config, result, metrics)
     finished = time.perf_counter()
-    wall = {
-        "index_seconds": indexed - started,
-        "train_seconds": trained - indexed,
-        "score_and_save_seconds": finished - trained,
-        "total_seconds": finished - started,
-    }
     summary = {
         "keras": keras.__version__,
         "backend": result.backend,
@@ -311,7 +320,10 @@ def train(args: argparse.Namespace) -> None:
         "epochs_run": result.epochs_run,
         "best_val_accuracy": result.best_val_accuracy,
         **speed,
-        **wall,
+        "index_seconds": indexed - started,
+        "train_seconds": trained - indexed,
+        "score_and_save_seconds": finished - trained,
+        "total_seconds": finished - started,
     }
     (args.out / "metrics.json").write_text(
         json.dumps({"test": metrics.model_dump(), "run": summary}, indent=2)

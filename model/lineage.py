@@ -199,7 +199,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"Served from `{export['file']}` (TFLite through LiteRT, quantization: "
         f"{export.get('quantization', 'none (float32)')}); its probabilities are within "
         f"{export['max_abs_difference']:.1e} of the Keras model's over "
-        f"{export['checked_images']} validation images. The metrics above are the export's."
+        f"{export['checked_images']} checked images. The metrics above are the export's."
         if export
         else "Served from `model.keras` (no TFLite export for this version)."
     ) + (

@@ -231,3 +231,16 @@ def test_distribution_strategy_is_chosen_by_name() -> None:
     assert distribution_strategy("none") is None
     with pytest.raises(ConfigError, match="none or mirrored"):
         distribution_strategy("horovod")  # type: ignore[arg-type]
+
+
+def test_a_run_that_is_not_resumable_ignores_what_a_killed_run_left(tmp_path: Path) -> None:
+    x, y = _separable(6)
+    config = TrainConfig(epochs=2, batch_size=16, resumable=False, network=SMALL)
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    stale = {"seconds": [1.0] * 5, "history": [{"loss": 9.0}] * 5, "best": 0.99}
+    (resume / "plan.json").write_text(json.dumps(stale))
+    result = fit_model(x, y, config, tmp_path, resume)
+    assert result.epochs_run == 2
+    assert json.loads(result.history_path.read_text())["loss"][0] != 9.0
+    assert len(json.loads(result.history_path.read_text())["loss"]) == 2
