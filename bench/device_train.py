@@ -52,6 +52,8 @@ WHEELS = (
     "pydantic_core",
     "annotated_types",
     "typing_inspection",
+    # pydantic needs a recent one; the image's version is not known ahead.
+    "typing_extensions",
 )
 DEVICE_PYTHON = "3.12"
 PLATFORMS = (

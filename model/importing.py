@@ -77,17 +77,19 @@ def read_training_record(model_path: Path) -> dict[str, Any]:
             "wrote beside it (dataset fingerprint, train config, hardware); "
             "bench/device_train.py writes one"
         )
+    needs = "dataset.fingerprint, train_config and training, as bench/device_train.py writes"
     try:
         record = json.loads(path.read_text())
         fingerprint = record["dataset"]["fingerprint"]
-        record["train_config"], record["training"]  # noqa: B018 - presence check
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ImportRefused(
-            f"{path} is not a training record ({type(error).__name__}: {error}); it needs "
-            "dataset.fingerprint, train_config and training, as bench/device_train.py writes"
+            f"{path} is not a training record ({type(error).__name__}: {error}); it needs {needs}"
         ) from error
+    missing = [key for key in ("train_config", "training") if key not in record]
     if not isinstance(fingerprint, str) or not fingerprint:
-        raise ImportRefused(f"{path} records no dataset fingerprint")
+        missing.insert(0, "dataset.fingerprint")
+    if missing:
+        raise ImportRefused(f"{path} lacks {', '.join(missing)}; it needs {needs}")
     return record
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
 from model.gate import GateConfig
 from model.network import NetworkConfig
-from model.settings import Settings
+from model.registry import ModelRegistry
+from model.settings import Settings, get_settings
 from model.train import TrainConfig
 from validation.config import QualityConfig
 
@@ -29,3 +31,12 @@ def champion_version(services: Settings, fer_subset: Path) -> str:
     return run_retrain(
         services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.0), SUBSET_QUALITY
     )
+
+
+@pytest.fixture
+def registry(services: Settings, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    """A bucket of its own, which the CLI under test uses too (through FER_S3_BUCKET)."""
+    monkeypatch.setenv("FER_S3_BUCKET", f"fer-test-{uuid.uuid4().hex[:8]}")
+    registry = ModelRegistry.from_settings(get_settings())
+    registry.ensure_bucket()
+    return registry

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from model.registry import ModelRegistry
-from model.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -116,15 +114,6 @@ def test_the_jax_model_loads_under_tensorflow_with_the_same_predictions(
     assert accuracy == pytest.approx(record["metrics"]["accuracy"])
 
 
-@pytest.fixture
-def registry(services: Settings, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
-    """A bucket of its own, which the CLI under test uses too."""
-    monkeypatch.setenv("FER_S3_BUCKET", f"fer-import-{uuid.uuid4().hex[:8]}")
-    registry = ModelRegistry.from_settings(get_settings())
-    registry.ensure_bucket()
-    return registry
-
-
 def _import(model: Path, dataset: Path, *gate: str) -> tuple[int, str]:
     args = ["models", "import", str(model), "--source", "dry run", "--dataset", str(dataset)]
     result = CliRunner().invoke(app, [*args, *gate])
@@ -179,6 +168,8 @@ def _refused_model(kind: str, device_run: Path, folder: Path) -> Path:
         shutil.copy(device_run / "model.keras", model)
     if kind == "other data":
         record["dataset"]["fingerprint"] = "0" * 64
+    if kind == "incomplete record":
+        del record["train_config"]
     if kind != "no record":
         (folder / "manifest.json").write_text(json.dumps(record))
     return model
@@ -193,6 +184,7 @@ def _refused_model(kind: str, device_run: Path, folder: Path) -> Path:
         ("lambda", "safe mode refused it: it holds a Lambda layer"),
         ("other data", "was trained on dataset 000000000000 but the configured dataset"),
         ("no record", "manifest.json not found"),
+        ("incomplete record", "manifest.json lacks train_config"),
     ],
 )
 def test_import_refuses_a_wrong_file_and_publishes_nothing(

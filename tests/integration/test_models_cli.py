@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from model.registry import ModelRegistry
-from model.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def registry(services: Settings, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
-    """A bucket of its own, which the CLI under test uses too."""
-    monkeypatch.setenv("FER_S3_BUCKET", f"fer-cli-{uuid.uuid4().hex[:8]}")
-    registry = ModelRegistry.from_settings(get_settings())
-    registry.ensure_bucket()
-    return registry
 
 
 def _publish(registry: ModelRegistry, tmp_path: Path, n: int) -> list[str]:
