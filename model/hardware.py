@@ -114,11 +114,6 @@ def gpu_info() -> GpuInfo | None:
     return None
 
 
-def has_gpu() -> bool:
-    """Whether the current Keras backend sees a GPU."""
-    return gpu_info() is not None
-
-
 def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     """The CPU's model name from ``cpuinfo`` (Linux), or ``platform.processor()`` elsewhere."""
     try:
