@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import sys
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar, cast
 
 import typer
 
@@ -202,6 +205,7 @@ def run_retrain(
     train_config: TrainConfig,
     gate_config: GateConfig,
     quality_config: QualityConfig | None = None,
+    progress: TextIO | None = None,
 ) -> str:
     """Run the retrain flow against the configured Prefect server.
 
@@ -211,6 +215,8 @@ def run_retrain(
         train_config: hyperparameters.
         gate_config: promotion criteria.
         quality_config: data-quality bounds; None for the defaults.
+        progress: where to show the stage and the training progress (a bar on a terminal;
+            the per-epoch lines are the run's own log lines there); None shows nothing.
 
     Returns:
         The promoted version.
@@ -219,8 +225,10 @@ def run_retrain(
         FerError: the run's own failure (data quality, gate, store) when it failed.
     """
     _check_prefect(settings)
+    from prefect import tags
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+    from flows.progress import ProgressDisplay, following_tagged_run
     from flows.retrain import retrain
 
     prefect_settings = {
@@ -228,7 +236,13 @@ def run_retrain(
         # The validation cache lives under the platform home, as for the worker's runs.
         PREFECT_LOCAL_STORAGE_PATH: settings.home_dir / "prefect" / "storage",
     }
-    with temporary_settings(prefect_settings):
+    tag = f"fer-cli-{uuid.uuid4().hex[:12]}"  # how the progress display finds this run
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(temporary_settings(prefect_settings))
+        stack.enter_context(tags(tag))
+        if progress is not None:
+            display = ProgressDisplay(progress, epoch_lines=False)
+            stack.enter_context(following_tagged_run(tag, display))
         state = retrain(
             dataset=dataset,
             train_config=train_config,
@@ -286,6 +300,7 @@ def retrain(
         ),
         _gate_config(min_accuracy, min_macro_f1, min_class_recall, max_regression),
         _quality_config(quality_config),
+        progress=sys.stdout,
     )
     typer.echo(f"promoted model version {version}")
 
@@ -347,11 +362,11 @@ def _models_default(context: typer.Context) -> None:
 @models_app.command("list")
 @_clear_errors
 def models_list() -> None:
-    """List the versions, newest last: created, test accuracy, dataset; * marks the champion."""
+    """List the versions, newest last, with their warm-start parent; * marks the champion."""
     registry = _registry()
     champion = registry.champion()
     versions = registry.list_versions()
-    typer.echo(f"  {'version':32} {'created (UTC)':20} {'accuracy':>8}  dataset")
+    typer.echo(f"  {'version':32} {'created (UTC)':20} {'accuracy':>8}  dataset       parent")
     for version in versions:
         manifest = registry.read_manifest(version)
         mark = "*" if champion and champion.version == version else " "
@@ -360,7 +375,8 @@ def models_list() -> None:
         typer.echo(
             f"{mark} {version:32} {manifest.get('created_at', '?')[:19]:20} "
             f"{manifest['metrics']['accuracy']:8.4f}  "
-            f"{manifest.get('dataset', {}).get('fingerprint', '?')[:12]}"
+            f"{manifest.get('dataset', {}).get('fingerprint', '?')[:12]:12}  "
+            f"{manifest.get('parent') or '-'}"
         )
     if champion is None:
         typer.echo("no champion yet")
@@ -573,10 +589,11 @@ def worker(
 def _run_first_retrain(settings: Settings, parameters: dict[str, Any]) -> None:
     """Run the deployment once through the worker; a failure keeps a previous champion."""
     from flows.deploy import run_deployed_retrain
+    from flows.progress import ProgressDisplay
     from model.registry import ModelRegistry
 
-    typer.echo("first retrain: running `retrain/nightly` through the worker (progress: UI)")
-    finished = run_deployed_retrain(settings, parameters)
+    typer.echo("first retrain: running `retrain/nightly` through the worker")
+    finished = run_deployed_retrain(settings, parameters, progress=ProgressDisplay(sys.stdout))
     url = f"{settings.prefect_ui_url}/runs/flow-run/{finished.flow_run_id}"
     registry = ModelRegistry.from_settings(settings)
     if finished.completed:

@@ -16,6 +16,7 @@ from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.workers.process import ProcessWorker
 
+from flows.progress import ProgressDisplay, follow_flow_run
 from flows.retrain import ensure_retrain_limit, retrain
 from model.errors import ConfigError
 from model.settings import Settings, check_cron, check_timezone
@@ -174,7 +175,10 @@ def deploy_retrain(
 
 
 def run_deployed_retrain(
-    settings: Settings, parameters: dict[str, Any], timeout: float | None = None
+    settings: Settings,
+    parameters: dict[str, Any],
+    timeout: float | None = None,
+    progress: ProgressDisplay | None = None,
 ) -> FinishedRun:
     """Start ``retrain/nightly`` through the worker and wait for its final state.
 
@@ -182,12 +186,21 @@ def run_deployed_retrain(
         settings: platform settings (Prefect API).
         parameters: flow parameters overriding the deployment's (JSON-compatible).
         timeout: seconds to wait; None waits for as long as the run takes.
+        progress: where to show the run's stages and training progress while waiting
+            (then ``timeout`` is not applied); None waits silently.
 
     Returns:
         The run's id, name, final state and its message (the reason, when it failed).
     """
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
-        run = run_deployment(DEPLOYMENT_PATH, parameters=parameters, timeout=timeout)
+        if progress is None:
+            run = run_deployment(DEPLOYMENT_PATH, parameters=parameters, timeout=timeout)
+        else:
+            started = run_deployment(DEPLOYMENT_PATH, parameters=parameters, timeout=0)
+            try:
+                run = follow_flow_run(started.id, progress)
+            finally:
+                progress.close()
     state = run.state
     return FinishedRun(
         run.id,

@@ -7,6 +7,8 @@ import logging
 import math
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,36 @@ def plan_epochs(max_epochs: int, done: int, seconds: list[float], budget: float 
     typical = statistics.median(seconds[1:] or seconds)
     remaining = budget - sum(seconds)
     return max(done, min(max_epochs, done + int(remaining // typical)))
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """Where a training run stands after an epoch: what progress displays are given."""
+
+    epoch: int
+    planned: int
+    metrics: dict[str, float]
+    elapsed_seconds: float
+    remaining_seconds: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of the planned epochs done (0..1)."""
+        return min(self.epoch / max(self.planned, 1), 1.0)
+
+    def summary(self) -> str:
+        """One line: ``epoch 3/12: accuracy 0.5120, val_accuracy 0.4980, 2:10 left``."""
+        shown = [
+            f"{name} {self.metrics[name]:.4f}"
+            for name in ("accuracy", "val_accuracy")
+            if name in self.metrics
+        ]
+        minutes, seconds = divmod(round(self.remaining_seconds), 60)
+        left = f"{minutes}:{seconds:02d} left"
+        return f"epoch {self.epoch}/{self.planned}: {', '.join([*shown, left])}"
+
+
+ProgressListener = Callable[[EpochProgress], None]
 
 
 def learning_rate_at(progress: float, peak: float, warmup: float, schedule: str) -> float:
@@ -75,6 +107,7 @@ class TrainingPlan(keras.callbacks.Callback):
         schedule: str,
         budget_seconds: float | None,
         state_path: Path,
+        listeners: tuple[ProgressListener, ...] = (),
     ) -> None:
         """Create the plan.
 
@@ -85,6 +118,8 @@ class TrainingPlan(keras.callbacks.Callback):
             schedule: ``constant`` or ``cosine``.
             budget_seconds: training time allowed across resumes, or None.
             state_path: JSON file holding the plan's state between restarts.
+            listeners: called with an :class:`EpochProgress` after each epoch (progress
+                bars, Prefect artifacts); an exception in one is logged, not raised.
         """
         super().__init__()
         self.max_epochs = max_epochs
@@ -93,6 +128,7 @@ class TrainingPlan(keras.callbacks.Callback):
         self.schedule = schedule
         self.budget = budget_seconds
         self.state_path = state_path
+        self.listeners = listeners
         self.state: dict[str, Any] = {"seconds": [], "history": [], "best": None}
         if state_path.exists():
             self.state = json.loads(state_path.read_text())
@@ -147,6 +183,7 @@ class TrainingPlan(keras.callbacks.Callback):
         self.state_path.write_text(json.dumps(self.state))
         scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
         logger.info("epoch %d/%d (%.0f s): %s", done, self.planned, seconds, scores)
+        self._tell(done, logs)
         if done >= self.planned:
             if done < self.max_epochs:
                 logger.info(
@@ -155,3 +192,20 @@ class TrainingPlan(keras.callbacks.Callback):
                     (self.budget or 0) / 60,
                 )
             self.model.stop_training = True
+
+    def _tell(self, done: int, logs: dict[str, float]) -> None:
+        """Give each listener the run's progress; a failing display never stops training."""
+        seconds = self.state["seconds"]
+        typical = statistics.median(seconds[1:] or seconds)
+        progress = EpochProgress(
+            epoch=done,
+            planned=self.planned,
+            metrics=logs,
+            elapsed_seconds=sum(seconds),
+            remaining_seconds=max(self.planned - done, 0) * typical,
+        )
+        for listener in self.listeners:
+            try:
+                listener(progress)
+            except Exception:
+                logger.warning("progress listener %r failed", listener, exc_info=True)

@@ -108,8 +108,11 @@ def make_manifest(
             "hardware": trained.hardware,
             "best_val_accuracy": trained.best_val_accuracy,
             "temperature": trained.temperature,
+            "warm_start": trained.warm_start.to_json() if trained.warm_start else None,
             "history": json.loads(trained.history_path.read_text()),
         },
+        # The version whose weights this run started from: manifests chain to a fresh start.
+        "parent": trained.warm_start.parent if trained.warm_start else None,
         "cleaning": cleaning_summary(trained, reports_uri),
         "export": _export_summary(trained),
         "reports": reports_uri,
@@ -164,6 +167,19 @@ def _trained_on(training: dict[str, Any]) -> str:
     origin = training.get("source")
     where += [f"trained by {origin}"] if origin else []
     return ", " + " ".join(where) if where else ""
+
+
+def _started_from(manifest: dict[str, Any]) -> str:
+    """The card's sentence on where training started (warm start and its parent)."""
+    warm = manifest["training"].get("warm_start")
+    if manifest.get("parent"):
+        return (
+            f" Warm-started from version `{manifest['parent']}` (the champion then; its "
+            "manifest names its own parent)."
+        )
+    if warm:
+        return f" Trained from scratch: {warm['reason']}."
+    return ""
 
 
 def model_card(manifest: dict[str, Any]) -> str:
@@ -240,7 +256,7 @@ training images ({cleaning.get("removed_counts", {})}).
 ## Metrics (test split, {metrics["n_test"]} images)
 Accuracy {metrics["accuracy"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}; best validation
 accuracy {training["best_val_accuracy"]:.4f} after {training["epochs_run"]} epochs
-({training["precision"]} compute{_trained_on(training)}).
+({training["precision"]} compute{_trained_on(training)}).{_started_from(manifest)}
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|

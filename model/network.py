@@ -61,6 +61,14 @@ class NetworkConfig(BaseModel):
         "images/s of the cpu network on 2 cores, bench/train.py); the same variables and "
         "update rule.",
     )
+    batch_norm_momentum: float = Field(
+        0.99,
+        ge=0.5,
+        lt=1,
+        description="Momentum of BatchNorm's moving statistics (what inference uses). 0.99 "
+        "needs several hundred steps to forget the initial ones: lower for runs of a few "
+        "hundred steps.",
+    )
     head: Literal["flatten", "gap"] = Field(
         "flatten", description="Flatten the last block, or global-average-pool it."
     )
@@ -145,7 +153,7 @@ def build_model(
                 filters, 3, padding="same", use_bias=not config.batch_norm, name=name
             )(x)
             if config.batch_norm:
-                x = norm(name=f"{name}_bn")(x)
+                x = norm(momentum=config.batch_norm_momentum, name=f"{name}_bn")(x)
             x = layers.ReLU()(x)
         # Global average pooling pools the last block itself; a max-pool before it would
         # only drop the odd row and column of a 5 x 5 map.
@@ -257,6 +265,21 @@ def fold_batch_norm(
     return folded
 
 
+def network_inside(served: keras.Model) -> keras.Model:
+    """The trained network inside a served model (from :func:`with_temperature`).
+
+    Args:
+        served: a served model as saved (with or without test-time views).
+
+    Returns:
+        A model whose weights are the network's, in :func:`build_model`'s order: the served
+        model itself without views, else the logits network the views feed.
+    """
+    if "views" in {layer.name for layer in served.layers}:
+        return served.get_layer(f"{served.name}_logits")
+    return served
+
+
 def fold_served_model(
     served: keras.Model, config: NetworkConfig, input_shape: tuple[int, int, int], seed: int = 0
 ) -> keras.Model:
@@ -276,8 +299,7 @@ def fold_served_model(
         The same inference function up to float rounding, without BatchNorm.
     """
     names = {layer.name for layer in served.layers}
-    inner = served.get_layer(f"{served.name}_logits") if "views" in names else served
-    folded = fold_batch_norm(inner, config, input_shape, seed)
+    folded = fold_batch_norm(network_inside(served), config, input_shape, seed)
     temperature = 1.0 / float(served.get_layer("temperature").scale)
     if "views" not in names:
         return with_temperature(folded, temperature)

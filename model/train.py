@@ -34,9 +34,12 @@ from model.network import (
     with_temperature,
 )
 from model.predict import load_keras_model
+from model.warmstart import Parent, WarmStart, start_from
 
 if TYPE_CHECKING:
     import keras
+
+    from model.callbacks import ProgressListener
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,14 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(5, ge=1, le=1000, description="Maximum passes over the training split.")
     batch_size: int = Field(128, ge=1, le=4096, description="Images per gradient step.")
+    epoch_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the training split one epoch covers (the next continues with "
+        "fresh images). Below 1 the time budget, the learning-rate schedule, validation and "
+        "progress move in finer steps: for minutes-long budgets on slow CPUs.",
+    )
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
         "adam", description="Adam, AdamW, or SGD with Nesterov momentum."
     )
@@ -69,6 +80,26 @@ class TrainConfig(BaseModel):
     )
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from 0, in epochs.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the loss.")
+    ema_momentum: float | None = Field(
+        None,
+        ge=0.9,
+        lt=1,
+        description="Keep an exponential moving average of the weights with this momentum; "
+        "validation, the kept epoch and the served model use the average (None: off).",
+    )
+    warm_start: bool = Field(
+        False,
+        description="Start from the champion's weights when the champion has this network "
+        "(the nightly profiles); from scratch, with the reason logged and recorded, when it "
+        "has another, there is none, or it cannot be read. The manifest records the parent.",
+    )
+    warm_restart_lr: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Peak learning rate of a warm-started run as a fraction of learning_rate "
+        "(an SGDR-style warm restart: warm-up, then the same schedule from a lower peak).",
+    )
     class_weighting: Literal["none", "sqrt", "balanced"] = Field(
         "none",
         description="Loss weight per class: none, 1/sqrt(class count) (a mild lift for rare "
@@ -205,6 +236,8 @@ class TrainConfig(BaseModel):
             precision="auto",
             time_budget_minutes=57,
             early_stopping_patience=None,
+            # Each night continues from the champion (a lower-peak restart) when it fits.
+            warm_start=True,
             network=NetworkConfig(
                 filters=(32, 64, 128, 256),
                 batch_norm=True,
@@ -275,6 +308,7 @@ class TrainResult:
     precision: str = "float32"
     backend: str = "tensorflow"
     hardware: str = ""
+    warm_start: WarmStart | None = None
     #: Images per training epoch (the cleaned train split minus the validation split).
     train_images: int = 0
 
@@ -457,13 +491,18 @@ def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     import keras
 
     decay = config.weight_decay or None
+    ema = {"use_ema": config.ema_momentum is not None, "ema_momentum": config.ema_momentum or 0.99}
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(
-            config.learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay
+            config.learning_rate,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=decay,
+            **ema,
         )
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(config.learning_rate, weight_decay=decay)
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.Adam(config.learning_rate, weight_decay=decay, **ema)
 
 
 def fit_model(
@@ -474,8 +513,15 @@ def fit_model(
     resume_dir: Path | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     strategy: Any | None = None,
+    listeners: tuple[ProgressListener, ...] = (),
+    parent: Parent | None = None,
+    no_parent_reason: str = "no champion was looked up",
 ) -> TrainResult:
-    """Train a fresh network on arrays and save it with its history into ``run_dir``.
+    """Train a network on arrays and save it with its history into ``run_dir``.
+
+    With ``config.warm_start`` the network starts from ``parent``'s weights when they fit
+    (see :mod:`model.warmstart`) and its learning rate restarts at ``warm_restart_lr`` of
+    the peak; otherwise, and without a parent, it starts from fresh weights.
 
     The best epoch by validation accuracy is kept (``test/`` plays no part). Unless
     ``config.resumable`` is off, progress is backed up to ``resume_dir`` after every epoch:
@@ -494,6 +540,9 @@ def fit_model(
         strategy: a ``tf.distribute`` strategy to train under (see
             :func:`distribution_strategy`); ``config.batch_size`` is then the global batch,
             split across its replicas. None trains on one device.
+        listeners: called with each epoch's :class:`model.callbacks.EpochProgress`.
+        parent: the champion to warm-start from (used only with ``config.warm_start``).
+        no_parent_reason: why there is no parent, recorded when ``parent`` is None.
 
     Returns:
         Paths of the saved model (float32, calibrated, augmentation inactive outside
@@ -539,13 +588,16 @@ def fit_model(
             steps_per_execution=config.steps_per_execution,
         )
     require_jit(model)
+    warm = start_from(model, parent, no_parent_reason) if config.warm_start else None
+    restart = warm is not None and warm.parent is not None
     plan = TrainingPlan(
         max_epochs=config.epochs,
-        peak=config.learning_rate,
+        peak=config.learning_rate * (config.warm_restart_lr if restart else 1.0),
         warmup_epochs=config.warmup_epochs,
         schedule=config.schedule,
         budget_seconds=config.time_budget_minutes * 60 if config.time_budget_minutes else None,
         state_path=resume_dir / "plan.json",
+        listeners=listeners,
     )
     best_path = resume_dir / "best.keras"
     best = keras.callbacks.ModelCheckpoint(
@@ -554,6 +606,9 @@ def fit_model(
     if plan.best is not None:
         best.best = plan.best  # resumed: only a better epoch replaces the kept one
     used: list[keras.callbacks.Callback] = [plan, best]
+    if config.ema_momentum is not None:
+        # Validate and checkpoint the averaged weights: swapped in at each epoch's end.
+        used.insert(1, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if config.resumable:
         used.insert(0, keras.callbacks.BackupAndRestore(str(resume_dir / "backup")))
     if config.early_stopping_patience:
@@ -573,6 +628,8 @@ def fit_model(
             None if config.class_weighting == "none" else weights[y_train],
         )
         val, val_steps = _batches(x_val, one_hot[y_val], 512, None)
+        full_pass = -(-len(y_train) // config.batch_size)
+        steps = max(1, round(full_pass * config.epoch_fraction))
         if train_steps is None:
             model.fit(
                 *train[:2],
@@ -580,6 +637,7 @@ def fit_model(
                 validation_data=val,
                 epochs=config.epochs,
                 batch_size=config.batch_size,
+                steps_per_epoch=steps if config.epoch_fraction < 1 else None,
                 shuffle=True,
                 callbacks=used,
                 verbose=0,
@@ -587,7 +645,7 @@ def fit_model(
         else:
             model.fit(
                 train,
-                steps_per_epoch=train_steps,
+                steps_per_epoch=steps,  # the pipeline repeats: a short epoch continues it
                 validation_data=val,
                 validation_steps=val_steps,
                 epochs=config.epochs,
@@ -629,6 +687,7 @@ def fit_model(
         backend=keras.backend.backend(),
         hardware=hardware,
         train_images=len(y_train),
+        warm_start=warm,
     )
 
 
@@ -702,7 +761,13 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> Path:
 
 
 def train_model(
-    ref: DatasetRef, config: TrainConfig, home: Path, distribute: Distribute = "none"
+    ref: DatasetRef,
+    config: TrainConfig,
+    home: Path,
+    distribute: Distribute = "none",
+    listeners: tuple[ProgressListener, ...] = (),
+    parent: Parent | None = None,
+    no_parent_reason: str = "no champion was looked up",
 ) -> TrainResult:
     """Train on the dataset's cleaned ``train/`` split (``test/`` is never touched here).
 
@@ -714,6 +779,9 @@ def train_model(
         config: hyperparameters.
         home: platform home (array cache and run directories).
         distribute: ``FER_DISTRIBUTE``: ``none`` or ``mirrored`` (every local GPU).
+        listeners: called after each epoch with its :class:`model.callbacks.EpochProgress`.
+        parent: the champion to warm-start from (with ``config.warm_start``).
+        no_parent_reason: why there is none, recorded when ``parent`` is None.
 
     Returns:
         Where the model and its history were saved.
@@ -730,7 +798,17 @@ def train_model(
         cleaning.removed_counts,
         run_dir,
     )
-    result = fit_model(x, y, config, run_dir, resume_dir(home, ref, config), strategy=strategy)
+    result = fit_model(
+        x,
+        y,
+        config,
+        run_dir,
+        resume_dir(home, ref, config),
+        strategy=strategy,
+        listeners=listeners,
+        parent=parent,
+        no_parent_reason=no_parent_reason,
+    )
     return dataclasses.replace(result, cleaning_path=cleaning_path)
 
 

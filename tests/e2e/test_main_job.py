@@ -63,6 +63,8 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         # One command leaves the nightly schedule live: the deployment and a worker exist.
         assert "deployment retrain/nightly: cron '0 2 * * *' (UTC); worker started" in output
         assert "completed: http://127.0.0.1:" in output
+        # The terminal followed the run through the server: its training progress, last seen.
+        assert "training: done after 1 epochs, best val_accuracy 0." in output
         assert f"Prefect UI: http://127.0.0.1:{env['FER_PREFECT_PORT']}" in output
         assert httpx.get(f"http://127.0.0.1:{env['FER_PREFECT_PORT']}/api/health").json() is True
         image = next((fer_subset / "test" / "neutral").iterdir())

@@ -26,6 +26,7 @@ def _publish(registry: ModelRegistry, tmp_path: Path, n: int) -> list[str]:
             "metrics": {"accuracy": 0.5 + k / 100},
             "dataset": {"fingerprint": f"{k:x}" * 64},
             "training": {"epochs_run": 1, "history": {"loss": [1.0]}},
+            "parent": versions[-1] if versions else None,  # a chain of warm starts
         }
         versions.append(registry.publish_version(path, manifest, extra_files=[card]))
     return versions
@@ -48,6 +49,7 @@ def test_list_show_promote_and_rollback(registry: ModelRegistry, tmp_path: Path)
     assert code == 0 and lines[0].split()[:2] == ["version", "created"]
     assert [line[0] for line in lines[1:4]] == [" ", "p", "*"]
     assert lines[3].split()[1] == v3 and "0.5200" in lines[3] and "2" * 12 in lines[3]
+    assert lines[3].split()[-1] == v2 and lines[1].split()[-1] == "-"  # the parent column
 
     code, output = _fer("models", "show", v2)
     shown = json.loads(output)
