@@ -186,8 +186,9 @@ class TrainConfig(BaseModel):
     def profile(cls, name: Profile) -> TrainConfig:
         """A named training profile.
 
-        * ``quick``: the defaults: a small net, Adam, 5 epochs (minutes; the README's main
-          command).
+        * ``quick``: a first champion in minutes on any CPU (the README's main command):
+          the ``cpu`` recipe on a quarter of its network, in a 4-minute budget counted in
+          tenths of an epoch (see :meth:`_quick`).
         * ``cpu``: the nightly recipe for 2 CPU cores: a BatchNorm VGG (32-64-128-256,
           global average pooling, TensorFlow's fused BatchNorm kernel) trained on random
           40 x 40 crops with flip, rotation, zoom and contrast augmentation; SGD-Nesterov
@@ -205,8 +206,6 @@ class TrainConfig(BaseModel):
         Returns:
             The profile's config.
         """
-        if name == "quick":
-            return cls()
         augment = AugmentConfig(
             translate=0,
             zoom=0.1,
@@ -252,7 +251,34 @@ class TrainConfig(BaseModel):
         )
         if name == "cpu":
             return cpu
+        if name == "quick":
+            return cls._quick(cpu)
         return cls._gpu(cpu)
+
+    @classmethod
+    def _quick(cls, cpu: TrainConfig) -> TrainConfig:
+        """The ``quick`` profile: the cpu recipe shrunk to a first champion in minutes.
+
+        Time-budgeted, so its length does not depend on the CPU; what the CPU changes is
+        how far it gets. A quarter of the cpu network's multiply-adds (16-32-64-128 filters,
+        dense 128) trains about three passes in the budget where the cpu network would
+        manage one (docs/experiments.md, r18-r20). Epochs of a tenth of the data give the
+        budget, the cosine schedule and validation a grain of seconds rather than of
+        2-minute passes; BatchNorm statistics with momentum 0.9 settle within the few
+        hundred steps. No warm start: it is the first model.
+        """
+        network = cpu.network.model_copy(
+            update={"filters": (16, 32, 64, 128), "dense_units": 128, "batch_norm_momentum": 0.9}
+        )
+        return cpu.model_copy(
+            update={
+                "epochs": 1000,
+                "epoch_fraction": 0.1,
+                "time_budget_minutes": 4,
+                "warm_start": False,
+                "network": network,
+            }
+        )
 
     @classmethod
     def _gpu(cls, cpu: TrainConfig) -> TrainConfig:

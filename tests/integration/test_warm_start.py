@@ -21,16 +21,25 @@ pytestmark = pytest.mark.integration
 ANY = GateConfig(min_accuracy=0.0, min_macro_f1=0.0, min_class_recall=0.0, max_regression=1.0)
 
 
-def test_nightly_runs_chain_warm_starts_and_record_their_parent(
-    services: Settings, registry: ModelRegistry, fer_subset: Path, tmp_path: Path
+def test_a_nightly_run_starts_from_the_champion_and_records_it(
+    services: Settings,
+    registry: ModelRegistry,
+    fer_subset: Path,
+    champion_version: str,
+    tmp_path: Path,
 ) -> None:
+    assert find_parent(registry, QUICK.network, tmp_path) == (None, "there is no champion yet")
+    # The session's champion (QUICK's network), published and promoted in this bucket.
+    default = ModelRegistry.from_settings(services)
+    recorded = default.read_manifest(champion_version)
+    digest = recorded["files"]["model.keras"]["sha256"]
+    model = default.download_model(champion_version, tmp_path / "download", digest)
+    first = registry.publish_version(model, recorded)
+    registry.promote(first)
+
     warm = QUICK.model_copy(update={"warm_start": True})
-    first = run_retrain(services, str(fer_subset), warm, ANY, SUBSET_QUALITY)
     second = run_retrain(services, str(fer_subset), warm, ANY, SUBSET_QUALITY)
 
-    manifest = registry.read_manifest(first)
-    assert manifest["parent"] is None
-    assert manifest["training"]["warm_start"]["reason"] == "there is no champion yet"
     manifest = registry.read_manifest(second)
     assert manifest["parent"] == first
     assert manifest["training"]["warm_start"] == {
@@ -44,12 +53,12 @@ def test_nightly_runs_chain_warm_starts_and_record_their_parent(
     assert registry.champion().version == second  # the gate still decided; it passed
 
     # The parent the next run would take: the champion, fetched and verified.
-    parent, reason = find_parent(registry, QUICK.network, tmp_path)
+    parent, reason = find_parent(registry, QUICK.network, tmp_path / "cache")
     assert parent is not None and parent.version == second and reason == ""
     assert parent.model_path.read_bytes()[:2] == b"PK"  # a .keras zip
 
     other = NetworkConfig(filters=(8, 16), dense_units=32)
-    parent, reason = find_parent(registry, other, tmp_path)
+    parent, reason = find_parent(registry, other, tmp_path / "cache")
     assert parent is None
     assert reason.startswith(f"champion {second} has another network (filters [8, 16] here")
 

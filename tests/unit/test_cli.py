@@ -95,7 +95,7 @@ def test_profile_options_override_the_profile_and_bad_profiles_are_named() -> No
     assert cpu.model_dump(exclude={"epochs"}) == TrainConfig.profile("cpu").model_dump(
         exclude={"epochs"}
     )
-    assert _train_config("quick") == TrainConfig()
+    assert _train_config("quick") == TrainConfig.profile("quick")
     assert _train_config("gpu").batch_size == 512
     with pytest.raises(ConfigError, match="unknown --profile 'huge'; choose quick, cpu or gpu"):
         _train_config("huge")
