@@ -48,33 +48,22 @@ def parse_recipe(spec: str) -> tuple[str, str, dict[str, Any]]:
     return name, profile, json.loads(overlay or "{}")
 
 
-def overlay(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` laid over it, nested dicts merged key by key."""
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = overlay(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     """Train and score one recipe in this process."""
+    from device_train import build_config  # bench/ is this script's folder, on sys.path
+
     from model.dataset import index_dataset
     from model.evaluate import evaluate_model
-    from model.train import TrainConfig, train_model
+    from model.train import train_model
     from model.warmstart import Parent
 
     name, profile, changes = parse_recipe(args.recipe[0])
-    base = TrainConfig.profile(profile).model_dump()  # type: ignore[arg-type]
-    changes = overlay(changes, {"time_budget_minutes": args.budget_minutes})
     changes.setdefault("epochs", 1000)
     if args.isa == "avx2":
         changes["precision"] = "float32"
     parent = Parent("previous link", args.parent) if args.parent else None
     changes["warm_start"] = parent is not None
-    config = TrainConfig.model_validate(overlay(base, changes))
+    config = build_config(profile, changes, args.budget_minutes)
     ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
     started = time.perf_counter()
     result = train_model(ref, config, args.home, parent=parent, no_parent_reason="first link")

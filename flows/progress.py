@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TextIO
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -78,9 +78,9 @@ class ProgressDisplay:
             print(text, file=self.out, flush=True)
 
 
-def _stage(client: object, flow_run_id: UUID) -> str | None:
+def _stage(client: SyncPrefectClient, flow_run_id: UUID) -> str | None:
     """The task the run is in now (e.g. ``train_model``), or None between tasks."""
-    runs = client.read_task_runs(  # type: ignore[attr-defined]
+    runs = client.read_task_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     )
     running = [run for run in runs if run.state is not None and run.state.is_running()]
@@ -90,9 +90,9 @@ def _stage(client: object, flow_run_id: UUID) -> str | None:
     return running[-1].name.rsplit("-", 1)[0]
 
 
-def _training(client: object, flow_run_id: UUID) -> tuple[float | None, str | None]:
+def _training(client: SyncPrefectClient, flow_run_id: UUID) -> tuple[float | None, str | None]:
     """The latest ``training-progress`` artifact of the run: (percent, description)."""
-    artifacts = client.read_artifacts(  # type: ignore[attr-defined]
+    artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
             type=ArtifactFilterType(any_=["progress"]),

@@ -57,7 +57,12 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epochs: int = Field(5, ge=1, le=1000, description="Maximum passes over the training split.")
+    epochs: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Maximum epochs (each a pass over epoch_fraction of the training split).",
+    )
     batch_size: int = Field(128, ge=1, le=4096, description="Images per gradient step.")
     epoch_fraction: float = Field(
         1.0,

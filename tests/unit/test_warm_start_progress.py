@@ -177,3 +177,15 @@ def test_ema_validates_keeps_and_serves_the_averaged_weights(tmp_path: Path) -> 
     for mine, kept in zip(served, capture.kept, strict=True):
         np.testing.assert_array_equal(mine, kept)
     assert any(not np.array_equal(k, r) for k, r in zip(capture.kept, capture.raw, strict=True))
+
+
+def test_the_quick_profile_stops_at_its_budget_whatever_the_cpu(tmp_path: Path) -> None:
+    quick = TrainConfig.profile("quick")
+    assert quick.time_budget_minutes is not None and quick.epoch_fraction < 1
+    # The profile as shipped, with a budget of 6 s instead of 4 minutes.
+    config = quick.model_copy(update={"time_budget_minutes": 0.1})
+    result = _train(tmp_path, "run", config)
+    seconds = json.loads(result.history_path.read_text())["epoch_seconds"]
+    assert 1 < result.epochs_run < quick.epochs  # the budget ended it, not the epoch cap
+    # No epoch started that was expected to end past the budget (one typical epoch of slack).
+    assert sum(seconds) <= 6 + max(seconds[1:])
