@@ -9,6 +9,7 @@ task's ``training-progress`` artifact (epoch n of N, accuracies, time left). On 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -175,7 +176,10 @@ def following_tagged_run(
             if flow_run_id is not None:
                 follow_flow_run(flow_run_id, display, poll_seconds, stop)
 
-    thread = threading.Thread(target=watch, name="fer-progress", daemon=True)
+    # A copy of this context: Prefect's temporary settings (the API URL) are context
+    # variables, which a new thread would not see.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(watch,), name="fer-progress", daemon=True)
     thread.start()
     try:
         yield

@@ -38,7 +38,10 @@ def test_a_nightly_run_starts_from_the_champion_and_records_it(
     registry.promote(first)
 
     warm = QUICK.model_copy(update={"warm_start": True})
-    second = run_retrain(services, str(fer_subset), warm, ANY, SUBSET_QUALITY)
+    out = io.StringIO()
+    second = run_retrain(services, str(fer_subset), warm, ANY, SUBSET_QUALITY, progress=out)
+    # `fer retrain`'s display followed the run from its thread (tasks run back to back).
+    assert "stage: " in out.getvalue()
 
     manifest = registry.read_manifest(second)
     assert manifest["parent"] == first

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from model.callbacks import EpochProgress
-from model.network import NetworkConfig, network_inside
+from model.dataset import CLASSES
+from model.network import NetworkConfig, build_model, network_inside, with_temperature
 from model.predict import load_keras_model
 from model.train import TrainConfig, TrainResult, fit_model
-from model.warmstart import Parent, network_difference
+from model.warmstart import Parent, network_difference, start_from
 from tests.unit.test_network_train import SMALL, _separable
 
 pytestmark = pytest.mark.unit
@@ -26,6 +27,15 @@ def _train(tmp_path: Path, name: str, config: TrainConfig, **kwargs: object) -> 
     run_dir.mkdir()
     x, y = _separable(10)
     return fit_model(x, y, config, run_dir, **kwargs)  # type: ignore[arg-type]
+
+
+def _served_parent(tmp_path: Path, network: NetworkConfig, seed: int = 7) -> Path:
+    """A parent model file as a run saves it (served, with views), without training it."""
+    model = build_model(network, (48, 48, 1), len(CLASSES), seed)
+    keras.utils.set_random_seed(seed)  # other weights than the child's initialisation
+    path = tmp_path / f"parent-{seed}.keras"
+    with_temperature(model, 1.3, flip_average=True).save(path)
+    return path
 
 
 def _weights_at_start() -> keras.callbacks.Callback:
@@ -40,8 +50,14 @@ def _weights_at_start() -> keras.callbacks.Callback:
 
 def test_each_epoch_reaches_the_listeners_with_its_count_and_metrics(tmp_path: Path) -> None:
     seen: list[EpochProgress] = []
+
+    def broken(progress: EpochProgress) -> None:
+        raise RuntimeError("display gone")
+
     config = TrainConfig(epochs=3, batch_size=32, network=SMALL, early_stopping_patience=None)
-    _train(tmp_path, "run", config, listeners=(seen.append,))
+    # A failing display is logged and skipped: training and the other listeners go on.
+    result = _train(tmp_path, "run", config, listeners=(broken, seen.append))
+    assert result.epochs_run == 3
     assert [p.epoch for p in seen] == [1, 2, 3]
     assert all(p.planned == 3 for p in seen)
     assert {"accuracy", "val_accuracy", "loss"} <= set(seen[-1].metrics)
@@ -52,24 +68,14 @@ def test_each_epoch_reaches_the_listeners_with_its_count_and_metrics(tmp_path: P
     assert summary.endswith(" left")
 
 
-def test_a_failing_listener_does_not_stop_training(tmp_path: Path) -> None:
-    def broken(progress: EpochProgress) -> None:
-        raise RuntimeError("display gone")
-
-    config = TrainConfig(epochs=2, batch_size=32, network=SMALL, early_stopping_patience=None)
-    assert _train(tmp_path, "run", config, listeners=(broken,)).epochs_run == 2
-
-
 def test_warm_start_begins_from_the_parents_weights(tmp_path: Path) -> None:
-    base = TrainConfig(epochs=2, batch_size=32, network=SMALL, early_stopping_patience=None)
-    parent = _train(tmp_path, "parent", base)
-    expected = network_inside(load_keras_model(parent.model_path)).get_weights()
+    base = TrainConfig(epochs=1, batch_size=32, network=SMALL, early_stopping_patience=None)
+    parent = _served_parent(tmp_path, SMALL)
+    expected = network_inside(load_keras_model(parent)).get_weights()
 
     capture = _weights_at_start()
     warm = base.model_copy(update={"warm_start": True, "learning_rate": 0.01})
-    child = _train(
-        tmp_path, "child", warm, callbacks=[capture], parent=Parent("v-parent", parent.model_path)
-    )
+    child = _train(tmp_path, "child", warm, callbacks=[capture], parent=Parent("v-parent", parent))
 
     assert len(capture.seen) == len(expected)
     for mine, theirs in zip(capture.seen, expected, strict=True):
@@ -80,43 +86,37 @@ def test_warm_start_begins_from_the_parents_weights(tmp_path: Path) -> None:
     assert max(rates) == pytest.approx(0.01 * 0.3, rel=1e-4)
 
 
-def test_another_architecture_trains_from_scratch_and_says_why(
+def test_another_architecture_starts_fresh_and_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    base = TrainConfig(epochs=1, batch_size=32, network=SMALL)
-    parent = _train(tmp_path, "parent", base)
-    wider = base.model_copy(
-        update={"warm_start": True, "network": NetworkConfig(filters=(16,), dense_units=16)}
-    )
-    capture = _weights_at_start()
+    wider = build_model(NetworkConfig(filters=(16,), dense_units=16), (48, 48, 1), 7)
+    fresh = wider.get_weights()
     with caplog.at_level(logging.INFO, logger="model.warmstart"):
-        child = _train(
-            tmp_path, "child", wider, callbacks=[capture], parent=Parent("v1", parent.model_path)
-        )
-    assert child.warm_start is not None and child.warm_start.parent is None
-    assert "weights do not fit" in child.warm_start.reason
+        warm = start_from(wider, Parent("v1", _served_parent(tmp_path, SMALL)))
+    assert warm.parent is None and "weights do not fit" in warm.reason
     assert "training from scratch because champion v1's weights do not fit" in caplog.text
-    assert capture.seen[0].shape == (3, 3, 1, 16)  # the wider network, freshly initialised
+    for mine, before in zip(wider.get_weights(), fresh, strict=True):
+        np.testing.assert_array_equal(mine, before)  # left as initialised
 
 
-def test_without_a_parent_the_reason_is_recorded_and_the_peak_kept(tmp_path: Path) -> None:
+def test_no_parent_or_an_unreadable_one_starts_fresh_and_says_why(tmp_path: Path) -> None:
+    model = build_model(SMALL, (48, 48, 1), 7)
+    warm = start_from(model, None, "there is no champion yet")
+    assert warm.to_json() == {"parent": None, "reason": "there is no champion yet"}
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(b"not a model")
+    warm = start_from(model, Parent("v2", broken))
+    assert warm.parent is None and warm.reason.startswith("champion v2's model could not be read")
+
+
+def test_without_a_parent_the_peak_learning_rate_is_kept(tmp_path: Path) -> None:
     config = TrainConfig(
         epochs=1, batch_size=32, network=SMALL, warm_start=True, learning_rate=0.01
     )
     child = _train(tmp_path, "child", config, no_parent_reason="there is no champion yet")
-    assert child.warm_start is not None
-    assert child.warm_start.to_json() == {"parent": None, "reason": "there is no champion yet"}
+    assert child.warm_start is not None and child.warm_start.parent is None
     rates = json.loads(child.history_path.read_text())["learning_rate"]
     assert max(rates) == pytest.approx(0.01, rel=1e-4)
-
-
-def test_an_unreadable_parent_trains_from_scratch(tmp_path: Path) -> None:
-    broken = tmp_path / "model.keras"
-    broken.write_bytes(b"not a model")
-    config = TrainConfig(epochs=1, batch_size=32, network=SMALL, warm_start=True)
-    child = _train(tmp_path, "child", config, parent=Parent("v2", broken))
-    assert child.warm_start is not None and child.warm_start.parent is None
-    assert child.warm_start.reason.startswith("champion v2's model could not be read")
 
 
 def test_network_difference_ignores_what_has_no_weights() -> None:
@@ -186,6 +186,6 @@ def test_the_quick_profile_stops_at_its_budget_whatever_the_cpu(tmp_path: Path) 
     config = quick.model_copy(update={"time_budget_minutes": 0.1})
     result = _train(tmp_path, "run", config)
     seconds = json.loads(result.history_path.read_text())["epoch_seconds"]
-    assert 1 < result.epochs_run < quick.epochs  # the budget ended it, not the epoch cap
+    assert result.epochs_run < quick.epochs  # the budget ended it, not the epoch cap
     # No epoch started that was expected to end past the budget (one typical epoch of slack).
-    assert sum(seconds) <= 6 + max(seconds[1:])
+    assert sum(seconds) <= 6 + max(seconds[1:] or seconds)
