@@ -132,7 +132,11 @@ def main(
 
 
 def _clear_errors(command: F) -> F:
-    """Print the platform's own errors as one clear line and exit 1 instead of a traceback."""
+    """Print the platform's own errors as one clear line and exit 1 instead of a traceback.
+
+    A stop signal that ends a command before its work is done exits 128 + the signal's number,
+    as shells report it.
+    """
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -141,6 +145,23 @@ def _clear_errors(command: F) -> F:
         except FerError as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from error
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            typer.secho(f"stopped by {signal.Signals(signum).name}", err=True)
+            raise typer.Exit(128 + signum) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _stoppable(command: F) -> F:
+    """Stop a long-running command on SIGINT, SIGTERM or SIGHUP, whatever it inherited."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from infra.signals import stopping_on_signals
+
+        with stopping_on_signals():
+            return command(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -277,6 +298,7 @@ def _train_config(profile: str, **overrides: int | float | None) -> TrainConfig:
 
 @app.command()
 @_clear_errors
+@_stoppable
 def retrain(
     dataset: Dataset = None,
     profile: ProfileOption = "quick",
@@ -305,34 +327,34 @@ def retrain(
     typer.echo(f"promoted model version {version}")
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    # Service managers (systemd, Kubernetes) stop with SIGTERM: shut down as on Ctrl-C.
-    raise KeyboardInterrupt
-
-
 def _serve(settings: Settings) -> None:
     from serving.app import image_limits, make_app, start_watcher
 
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     watcher = start_watcher(settings)
     typer.echo(
         f"Serving model {watcher.predictor.version if watcher.predictor else '-'} at "
         f"http://{settings.serve_host}:{settings.serve_port}   "
         f"Prefect UI: {settings.prefect_ui_url}"
     )
+    app = make_app(watcher, image_limits(settings))
     try:
-        make_app(watcher, image_limits(settings)).launch(
+        app.launch(
             server_name=settings.serve_host,
             server_port=settings.serve_port,
             # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.
             max_file_size=2 * settings.serve_max_upload_bytes,
         )
+    except KeyboardInterrupt:
+        # Gradio handles a stop once it serves; one that came while it was starting up is
+        # the same clean shutdown.
+        app.close()
     finally:
         watcher.stop()
 
 
 @app.command()
 @_clear_errors
+@_stoppable
 def serve() -> None:
     """Serve the champion model in a Gradio app (picks up new champions without restart)."""
     _serve(get_settings())
@@ -540,6 +562,7 @@ def deploy(
 
 @app.command()
 @_clear_errors
+@_stoppable
 def worker(
     with_healthcheck: Annotated[
         bool,
@@ -558,12 +581,11 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Prefect worker on FER_WORK_POOL in the foreground (Ctrl-C stops it)."""
-    import subprocess
-
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.deploy import ensure_work_pool
     from infra.services import worker_command, worker_env
+    from infra.signals import run_in_foreground
 
     template = None
     if base_job_template is not None:
@@ -577,13 +599,8 @@ def worker(
     _check_prefect(settings)
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         ensure_work_pool(settings.work_pool, settings.work_pool_type, template)
-    env = {**os.environ, **worker_env(settings)}
-    try:
-        command = worker_command(settings, with_healthcheck, base_job_template)
-        code = subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    command = worker_command(settings, with_healthcheck, base_job_template)
+    raise typer.Exit(run_in_foreground(command, {**os.environ, **worker_env(settings)}))
 
 
 def _run_first_retrain(settings: Settings, parameters: dict[str, Any]) -> None:
@@ -614,6 +631,7 @@ def _run_first_retrain(settings: Settings, parameters: dict[str, Any]) -> None:
 
 @app.command()
 @_clear_errors
+@_stoppable
 def up(
     dataset: Dataset = None,
     profile: ProfileOption = "quick",

@@ -10,10 +10,12 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelling
 from prefect.workers.process import ProcessWorker
 
 from flows.progress import ProgressDisplay, follow_flow_run
@@ -158,6 +160,11 @@ def deploy_retrain(
             description=f"Nightly retrain: acquire, validate, train ({profile} recipe), evaluate, "
             "gate, publish and promote the facial-emotion model.",
             tags=["fer"],
+            # A second run waits on the server for the first to end, before a worker starts any
+            # process or pod for it (the flow's own slot then never keeps one idle).
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+            ),
             build=False,
             push=False,
             print_next_steps=False,
@@ -199,6 +206,13 @@ def run_deployed_retrain(
             started = run_deployment(DEPLOYMENT_PATH, parameters=parameters, timeout=0)
             try:
                 run = follow_flow_run(started.id, progress)
+            except KeyboardInterrupt:
+                # Whoever stops the command that started this run stops the run too.
+                try:
+                    cancel_flow_run(started.id, "stopped by the command that started it")
+                except Exception as error:  # the stop must still happen
+                    logger.warning("could not cancel flow run %s: %s", started.id, error)
+                raise
             finally:
                 progress.close()
     state = run.state
@@ -209,3 +223,20 @@ def run_deployed_retrain(
         state.name if state else "unknown",
         (state.message or "") if state else "",
     )
+
+
+def cancel_flow_run(flow_run_id: UUID, reason: str) -> None:
+    """Ask the server to cancel a flow run, as ``prefect flow-run cancel`` does.
+
+    Not forced, so the server's rules apply: a run no worker has started is cancelled at once,
+    a running one through its worker (which stops its process), a finished one stays as it is,
+    and the deployment's concurrency slot is released once.
+
+    Args:
+        flow_run_id: the run.
+        reason: the message its Cancelling state carries.
+    """
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(flow_run_id, Cancelling(message=reason))
+    now = result.state.name if result.state is not None else result.status.value
+    logger.warning("cancelling flow run %s (%s): %s", flow_run_id, reason, now)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -40,6 +43,30 @@ def ensure_retrain_limit() -> None:
                 pass  # a run starting at the same moment created it
 
 
+@contextmanager
+def retrain_slot(lease_seconds: float = 300) -> Iterator[None]:
+    """Hold the one ``fer-retrain`` slot for the block, however the retrain was started.
+
+    Deployment runs already queue on the server (the deployment's ENQUEUE limit); this slot
+    also covers ``fer retrain`` runs in the terminal.
+
+    Args:
+        lease_seconds: how long the server keeps the slot without hearing from us; Prefect
+            renews it every three quarters of that.
+    """
+    with concurrency(
+        RETRAIN_LIMIT,
+        occupy=1,
+        lease_duration=lease_seconds,
+        # strict: a missing limit is an error rather than a silent run without one.
+        strict=True,
+        # ...but a lease renewal that fails through an API blip must not cancel an hour of
+        # training (strict alone would): Prefect logs it, and the run goes on.
+        raise_on_lease_renewal_failure=False,
+    ):
+        yield
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(
     dataset: str | None = None,
@@ -67,8 +94,7 @@ def retrain(
     logger = get_run_logger()
     ensure_retrain_limit()
     logger.info("waiting for the %r slot: one retrain runs at a time", RETRAIN_LIMIT)
-    # strict: a missing limit is an error rather than a silent run without one.
-    with concurrency(RETRAIN_LIMIT, occupy=1, strict=True):
+    with retrain_slot():
         logger.info("holding the %r slot", RETRAIN_LIMIT)
         ref = acquire_dataset_task(dataset or get_settings().dataset)
         validated = validate_dataset_task(ref, quality_config, train_config.cleaning)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from infra.signals import children_get_default_signals
 from model.errors import RegistryError, ServiceError
 from model.registry import ModelRegistry
 from model.settings import Settings
@@ -248,10 +249,13 @@ def _wait_or_stop(
     timeout: float,
     process: subprocess.Popen[bytes],
 ) -> None:
-    """Wait for health; a service that never got healthy is stopped, not left half-started."""
+    """Wait for health; a service that never got healthy is stopped, not left half-started.
+
+    So is one whose start was interrupted (Ctrl-C, SIGTERM).
+    """
     try:
         _wait_for(check, state, settings, timeout, process)
-    except ServiceError:
+    except (ServiceError, KeyboardInterrupt):
         _stop(state, grace=10)
         process.poll()  # reap it, so no zombie is left behind
         _state_path(settings, state.name).unlink(missing_ok=True)
@@ -272,7 +276,7 @@ def _spawn(
     settings: Settings, name: str, command: list[str], env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     service_dir(settings, name).mkdir(parents=True, exist_ok=True)
-    with log_path(settings, name).open("ab") as log:
+    with log_path(settings, name).open("ab") as log, children_get_default_signals():
         return subprocess.Popen(
             command,
             stdout=log,
@@ -426,7 +430,7 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
     Raises:
         ServiceError: if a port is taken by another program or a service fails to start.
         RegistryError: if the model bucket cannot be created (e.g. wrong credentials).
-        Either way, the services this call started are stopped again.
+        Either way, or when interrupted, the services this call started are stopped again.
     """
     health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
     starters = {PREFECT: _start_prefect, SEAWEEDFS: _start_seaweedfs}
@@ -455,8 +459,9 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
             notes[name] = "already running"
         # Bounded well below `timeout`: wrong credentials fail the same way on every try.
         _ensure_bucket(settings, min(timeout, 30.0))
-    except (ServiceError, RegistryError):
-        # All or nothing: what this call started is stopped again; what ran before is kept.
+    except (ServiceError, RegistryError, KeyboardInterrupt):
+        # All or nothing, also when interrupted: what this call started is stopped again;
+        # what ran before is kept.
         for state in started:
             logger.warning("stopping %s: the platform did not come up", state.name)
             _stop(state, grace=10)

@@ -458,7 +458,8 @@ def _listing_key(root: Path, entries: Sequence[FileEntry]) -> str:
     return hashlib.sha256(f"{root}\n{lines}".encode()).hexdigest()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file that readers see whole or not at all (a rename over the old one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -522,7 +523,7 @@ def index_dataset(root: Path, home: Path, source: str, workers: int | None = Non
     records, fingerprint = _decode_to_cache(root, arrays_dir(home), entries, workers)
     manifest_path = home / "datasets" / fingerprint / MANIFEST_NAME
     write_manifest(records, manifest_path)
-    _write_text_atomic(pointer, fingerprint)
+    write_text_atomic(pointer, fingerprint)
     logger.info("indexed %d images under %s (fingerprint %s)", len(records), root, fingerprint)
     return DatasetRef(root, fingerprint, manifest_path, source)
 

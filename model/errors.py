@@ -41,6 +41,10 @@ class StoreUnavailable(RegistryError):
     """The store could not be reached or answered with a server error: worth retrying later."""
 
 
+class IntegrityError(RegistryError):
+    """A stored file does not match the sha256 it was published with: it is never used."""
+
+
 class InputError(FerError):
     """An uploaded image cannot be used; the message says why and what to send instead."""
 

@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from model.errors import RegistryError, StoreUnavailable
+from model.errors import IntegrityError, RegistryError, StoreUnavailable
 
 if TYPE_CHECKING:
     from model.settings import Settings
@@ -107,11 +108,14 @@ def new_version_id(content_sha256: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{content_sha256[:8]}"
 
 
-def make_s3_client(settings: Settings) -> S3Client:
+def make_s3_client(settings: Settings, timeout: float | None = None) -> S3Client:
     """Create a boto3 S3 client for the configured endpoint (path-style addressing).
 
     Args:
         settings: platform settings.
+        timeout: for a caller that asks again soon anyway (serving's poll): seconds each
+            connect and each read may take, and no retry, so a hung store is noticed within
+            that. None: the patient defaults of uploads (5 s, 60 s, five retries).
 
     Returns:
         The client.
@@ -127,9 +131,10 @@ def make_s3_client(settings: Settings) -> S3Client:
         aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
+            # total_max_attempts counts the first request too (max_attempts counts retries).
+            retries={"total_max_attempts": 6 if timeout is None else 1, "mode": "standard"},
+            connect_timeout=5 if timeout is None else timeout,
+            read_timeout=60 if timeout is None else timeout,
         ),
     )
 
@@ -153,7 +158,8 @@ def _is_transient(error: Exception) -> bool:
     boto3 has already retried these itself (standard mode); what is left is an outage that
     outlasted those attempts, which the publish task retries again with a longer backoff.
     """
-    if isinstance(error, BotoConnectionError | HTTPClientError):
+    # s3transfer's downloads give up with RetriesExceededError when the store goes away.
+    if isinstance(error, BotoConnectionError | HTTPClientError | RetriesExceededError):
         return True
     if isinstance(error, ClientError):
         return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
@@ -162,6 +168,16 @@ def _is_transient(error: Exception) -> bool:
 
 def _is_precondition_failed(error: ClientError) -> bool:
     return _error_code(error) in {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+
+
+def _applied_before(key: str) -> None:
+    """Log a conditional write whose 412 came from our own resend of an applied request.
+
+    boto3 resends a ``PutObject`` whose reply was lost (read timeout, 5xx); when the first
+    attempt was stored, the resend's condition fails. What is stored was compared with what was
+    written before calling this, so the write succeeded.
+    """
+    logger.info("%s: the store had applied the first attempt; its reply was lost", key)
 
 
 class ModelRegistry:
@@ -177,16 +193,17 @@ class ModelRegistry:
         self.bucket = bucket
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRegistry:
+    def from_settings(cls, settings: Settings, timeout: float | None = None) -> ModelRegistry:
         """Build a registry for the configured endpoint and bucket.
 
         Args:
             settings: platform settings.
+            timeout: see :func:`make_s3_client`.
 
         Returns:
             The registry (no network call is made yet).
         """
-        return cls(make_s3_client(settings), settings.s3_bucket)
+        return cls(make_s3_client(settings, timeout), settings.s3_bucket)
 
     def uri(self, key: str) -> str:
         """The ``s3://`` URI of a key in this bucket."""
@@ -274,19 +291,8 @@ class ModelRegistry:
                     f"{self.uri(model_key)} holds {stored['ContentLength']} bytes, expected {size}"
                 )
             # Create-once: a version's manifest is never overwritten.
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=f"{prefix}/{MANIFEST_FILE}",
-                Body=json.dumps(full_manifest, indent=2).encode(),
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
+            self._create_manifest(f"{prefix}/{MANIFEST_FILE}", full_manifest)
         except ClientError as error:
-            if _is_precondition_failed(error):
-                raise RegistryError(
-                    f"{self.uri(prefix)} already holds a file this publish was about to write: "
-                    "versions are never overwritten; publish again for a new version id"
-                ) from error
             raise self._failure(error, self.uri(prefix)) from error
         except BotoCoreError as error:
             raise self._failure(error, self.uri(prefix)) from error
@@ -300,15 +306,56 @@ class ModelRegistry:
         s3transfer does not pass the condition on, and model files are far below
         ``PutObject``'s 5 GB limit. The body is a file handle, so retries re-read it.
         """
-        with path.open("rb") as body:
+        try:
+            with path.open("rb") as body:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=_content_type(path),
+                    Metadata={"sha256": digest},
+                    IfNoneMatch="*",
+                )
+        except ClientError as error:
+            if not _is_precondition_failed(error):
+                raise
+            stored = self.client.head_object(Bucket=self.bucket, Key=key)
+            if stored.get("Metadata", {}).get("sha256") != digest:
+                raise self._exists(key) from error
+            _applied_before(key)
+
+    def _create_manifest(self, key: str, manifest: dict[str, Any]) -> None:
+        """Write a version's manifest once; like :meth:`_create`, a resend of it is no error."""
+        body = json.dumps(manifest, indent=2).encode()
+        try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=body,
-                ContentType=_content_type(path),
-                Metadata={"sha256": digest},
+                ContentType="application/json",
                 IfNoneMatch="*",
             )
+        except ClientError as error:
+            if not _is_precondition_failed(error):
+                raise
+            if self._stored_bytes(key) != body:
+                raise self._exists(key) from error
+            _applied_before(key)
+
+    def _stored_bytes(self, key: str) -> bytes | None:
+        """What a small object holds now, or None if it does not exist."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if _is_missing(error):
+                return None
+            raise
+
+    def _exists(self, key: str) -> RegistryError:
+        return RegistryError(
+            f"{self.uri(key)} already holds other content than this publish was about to write: "
+            "versions are never overwritten; publish again for a new version id"
+        )
 
     def upload_folder(self, folder: Path, prefix: str, exclude: tuple[str, ...] = ()) -> str:
         """Upload every file under ``folder`` to ``<prefix>/`` (reports, Data Docs).
@@ -467,21 +514,29 @@ class ModelRegistry:
             history=history,
         )
         condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current[1]}
+        body = json.dumps(pointer.to_json(), indent=2).encode()
         try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=CHAMPION_KEY,
-                Body=json.dumps(pointer.to_json(), indent=2).encode(),
+                Body=body,
                 ContentType="application/json",
                 **condition,
             )
         except ClientError as error:
-            if _is_precondition_failed(error):
+            if not _is_precondition_failed(error):
+                raise self._failure(error, self.uri(CHAMPION_KEY)) from error
+            try:
+                stored = self._stored_bytes(CHAMPION_KEY)
+            except (ClientError, BotoCoreError) as reading:
+                raise self._failure(reading, self.uri(CHAMPION_KEY)) from reading
+            # Our pointer carries its own promotion time: the same bytes can only be our write.
+            if stored != body:
                 raise RegistryError(
                     f"the champion pointer changed while promoting {version}; "
                     "another promotion ran at the same time: check `fer models list` and retry"
                 ) from error
-            raise self._failure(error, self.uri(CHAMPION_KEY)) from error
+            _applied_before(CHAMPION_KEY)
         logger.info("champion is now %s (was %s)", version, pointer.previous)
         return pointer
 
@@ -684,12 +739,12 @@ class ModelRegistry:
             self.client.download_file(self.bucket, key, str(tmp_path))
             actual = sha256_file(tmp_path)
             if actual != expected_sha256:
-                raise RegistryError(
+                raise IntegrityError(
                     f"{self.uri(key)} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…: "
                     "the stored file is corrupt or was replaced; it will not be used"
                 )
             os.replace(tmp_path, dest)
-        except (ClientError, BotoCoreError) as error:
+        except (ClientError, BotoCoreError, RetriesExceededError) as error:
             raise self._failure(error, self.uri(key)) from error
         finally:
             tmp_path.unlink(missing_ok=True)

@@ -16,10 +16,12 @@ import numpy as np
 from PIL import Image
 
 from model.dataset import IMAGE_SIZE
-from model.errors import InputError, RegistryError
+from model.errors import InputError, IntegrityError, RegistryError, StoreUnavailable
+from model.export import TFLITE_FILE
 from model.predict import Predictor
-from model.registry import ModelRegistry
+from model.registry import MODEL_FILE, ModelRegistry
 from model.settings import Settings
+from serving.cache import ServedRecord, cached_model, prune_cache, remember_served
 from serving.faces import Analysis, analyze, annotate
 from serving.images import ImageLimits, load_image
 
@@ -70,6 +72,8 @@ class ChampionWatcher:
         self._served: Served | None = None
         self.last_checked: float | None = None
         self.last_error: str | None = None
+        #: The champion (version, sha256) that failed verification, and why.
+        self.refused: tuple[tuple[str, str], str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,11 +90,16 @@ class ChampionWatcher:
     def refresh(self) -> bool:
         """Load the champion if it differs from the model being served.
 
+        A champion whose files do not verify is refused once and remembered, so it is not
+        downloaded again at every poll; the current model goes on serving.
+
         Returns:
             True when a new model was swapped in.
 
         Raises:
-            RegistryError: if the store cannot be read or the model fails verification.
+            StoreUnavailable: if the store cannot be reached.
+            IntegrityError: if the champion is refused (its files do not verify).
+            RegistryError: if the store refuses the requests.
         """
         if self.registry is None:
             return False
@@ -98,15 +107,71 @@ class ChampionWatcher:
         self.last_checked, self.last_error = time.time(), None
         current = self._served
         if pointer is None or (current and current.predictor.version == pointer.version):
+            self.refused = None
             return False
+        if self.refused is not None and self.refused[0] == (pointer.version, pointer.sha256):
+            return False
+        try:
+            served, record = self._load(pointer.version, pointer.sha256)
+        except IntegrityError as error:
+            self.refused = ((pointer.version, pointer.sha256), str(error))
+            raise
+        self._swap_in(served, record)
+        return True
+
+    def _load(self, version: str, sha256: str) -> tuple[Served, ServedRecord]:
+        """Download (verified), load and warm up a version; nothing is swapped in yet."""
+        assert self.registry is not None
+        manifest = self.registry.read_manifest(version)
         # The TFLite export, when the version has one, lands beside the model and is served.
-        path = self.registry.download_served(pointer.version, self.cache_dir, pointer.sha256)
-        predictor = self.loader(path, pointer.version)
-        # Warm up (allocations, first-call setup) before any request sees the model.
+        path = self.registry.download_served(version, self.cache_dir, sha256)
+        files = {
+            name: entry["sha256"]
+            for name, entry in manifest["files"].items()
+            if name in (MODEL_FILE, TFLITE_FILE)
+        }
+        accuracy = manifest.get("metrics", {}).get("accuracy")
+        record = ServedRecord(version, {**files, MODEL_FILE: sha256}, accuracy)
+        return Served(self._warm(self.loader(path, version)), accuracy), record
+
+    @staticmethod
+    def _warm(predictor: Predictor) -> Predictor:
+        # Allocations and first-call setup happen before any request sees the model.
         predictor.predict_batch(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8))
-        accuracy = self.registry.read_manifest(pointer.version).get("metrics", {}).get("accuracy")
-        self._served = Served(predictor, accuracy)
-        logger.info("serving model version %s", pointer.version)
+        return predictor
+
+    def _swap_in(self, served: Served, record: ServedRecord) -> None:
+        previous = self._served
+        self._served = served
+        self.refused = None
+        logger.info("serving model version %s", record.version)
+        keep = {record.version} | ({previous.predictor.version} if previous else set())
+        try:
+            remember_served(self.cache_dir, record)
+            prune_cache(self.cache_dir, keep)
+        except OSError as error:  # the swap is done; only the cache's housekeeping failed
+            logger.warning("model cache %s: %s", self.cache_dir, error)
+
+    def serve_cached(self, unavailable: StoreUnavailable | None) -> bool:
+        """Serve the last verified model from the local cache.
+
+        For a start while the store is down, or while its champion is refused.
+
+        Args:
+            unavailable: why the store could not be asked, shown until it answers again;
+                None when it answered (with a champion that was refused).
+
+        Returns:
+            Whether a verified cached model is now served.
+        """
+        found = cached_model(self.cache_dir)
+        if found is None:
+            return False
+        path, record = found
+        self._served = Served(self._warm(self.loader(path, record.version)), record.accuracy)
+        if unavailable is not None:
+            self.last_checked, self.last_error = time.time(), str(unavailable)
+        logger.warning("serving the verified cached model %s: %s", record.version, self.staleness())
         return True
 
     def serve_local(self, predictor: Predictor, accuracy: float | None = None) -> None:
@@ -116,8 +181,7 @@ class ChampionWatcher:
             predictor: the loaded model.
             accuracy: its test accuracy, if known, shown to users.
         """
-        predictor.predict_batch(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8))
-        self._served = Served(predictor, accuracy)
+        self._served = Served(self._warm(predictor), accuracy)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -141,14 +205,24 @@ class ChampionWatcher:
             self._thread = None
 
     def staleness(self, now: float | None = None) -> str | None:
-        """A warning when the store has not answered lately; None when all is well."""
-        if self.last_error is None:
-            return None
-        since = (now or time.time()) - (self.last_checked or 0)
-        return (
-            f"the model store has not answered for {since:.0f} s ({self.last_error}); still "
-            "serving the model below, a new champion is loaded once the store is back"
-        )
+        """A warning when the store has not answered lately or the champion was refused.
+
+        Returns:
+            The warning, or None when all is well.
+        """
+        warnings = []
+        if self.refused is not None:
+            (version, _), reason = self.refused
+            warnings.append(
+                f"champion {version} was refused ({reason}); still serving the verified model below"
+            )
+        if self.last_error is not None:
+            since = (now or time.time()) - (self.last_checked or 0)
+            warnings.append(
+                f"the model store has not answered for {since:.0f} s ({self.last_error}); "
+                "still serving the model below, a new champion is loaded once the store is back"
+            )
+        return " ".join(warnings) or None
 
 
 def describe(watcher: ChampionWatcher) -> str:
@@ -295,11 +369,23 @@ def start_watcher(settings: Settings) -> ChampionWatcher:
     Raises:
         RegistryError: if no champion exists yet or it cannot be loaded.
     """
-    registry = ModelRegistry.from_settings(settings)
-    watcher = ChampionWatcher(
-        registry, settings.home_dir / "serving" / "models", settings.champion_poll_seconds
-    )
-    if not watcher.refresh():
+    poll = settings.champion_poll_seconds
+    # Polls come again soon: a hung store is noticed within the interval, not minutes later.
+    registry = ModelRegistry.from_settings(settings, timeout=max(1.0, poll / 2))
+    cache_dir = settings.home_dir / "serving" / "models"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    watcher = ChampionWatcher(registry, cache_dir, poll)
+    try:
+        watcher.refresh()
+    except StoreUnavailable as error:
+        if not watcher.serve_cached(error):
+            raise StoreUnavailable(
+                f"{error}; and no verified model in the local cache {cache_dir} to serve meanwhile"
+            ) from error
+    except IntegrityError:  # the champion was refused: the last verified one serves
+        if not watcher.serve_cached(None):
+            raise
+    if watcher.served is None:
         raise RegistryError(
             f"no champion model in s3://{settings.s3_bucket}/models/champion.json yet; "
             "run `fer retrain` (or `fer up`) first"

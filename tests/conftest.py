@@ -64,6 +64,8 @@ def platform_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "FER_S3_PORT": str(free_port()),
         "FER_S3_BUCKET": "fer-test",
         "FER_CHAMPION_POLL_SECONDS": "1",
+        # The session's Prefect server re-offers a deployment's queued run after 5 s, not 30.
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():

@@ -7,8 +7,10 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,6 +226,11 @@ def test_two_runs_never_overlap_and_the_second_reuses_the_validation(
     }
     earlier, later = sorted(runs, key=lambda run_id: spans[run_id][0])
     assert spans[earlier][1] <= spans[later][0], "the two retrains overlapped"
+    # The later one waited on the server (the deployment's ENQUEUE limit), before any process
+    # was started for it: its flow run began only after the earlier one had ended.
+    states = _api(services, lambda client: client.read_flow_run_states(later))
+    assert "AwaitingConcurrencySlot" in {state.name for state in states}, states
+    assert runs[later].start_time >= runs[earlier].end_time
 
     # The later run found the same dataset validated: its validation came from the cache.
     def validation(run_id: UUID) -> list[str]:
@@ -274,27 +281,99 @@ def test_runs_queued_while_the_worker_is_down_run_after_a_restart(
     assert schedule.active and schedule.schedule.cron == deployed.cron
 
 
-def test_fer_worker_runs_in_the_foreground_until_interrupted(
+#: How a script, a container and a terminal start `fer worker`: each stop must reach it.
+HOW_STARTED = [
+    # A background job of a non-interactive shell: SIGINT arrives ignored.
+    ('trap "" INT; exec {fer} worker', signal.SIGINT),
+    ('trap "" INT; exec {fer} worker', signal.SIGTERM),
+    # The image's entrypoint: the init is PID 1 of its own session and forwards the stop.
+    ("exec {init} -- {fer} worker", signal.SIGTERM),
+]
+
+
+def test_fer_worker_stops_cleanly_however_it_was_started(
     services: Settings, deployed: Deployed
 ) -> None:
-    import signal
-
     from infra.services import _worker_health
 
+    fer = Path(sys.executable).with_name("fer")
+    init = Path(sys.executable).with_name("dumb-init")
     worker_down(services)  # the same worker name must not be online twice
-    started = time.time()  # the stopped worker's heartbeats are all older
-    fer = str(Path(sys.executable).with_name("fer"))
-    process = subprocess.Popen([fer, "worker"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not _worker_health(services, started):
-            assert process.poll() is None, process.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "`fer worker` never reported to the server"
-            time.sleep(1)
+        for shell, signum in HOW_STARTED:
+            started = time.time()  # the stopped worker's heartbeats are all older
+            process = subprocess.Popen(
+                ["bash", "-c", shell.format(fer=fer, init=init)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                deadline = time.monotonic() + 120
+                while not _worker_health(services, started):
+                    assert process.poll() is None, process.stdout.read().decode()[-2000:]
+                    assert time.monotonic() < deadline, f"{shell}: never reported to the server"
+                    time.sleep(1)
+            finally:
+                process.send_signal(signum)
+                code = process.wait(timeout=30)
+            output = process.stdout.read().decode()
+            assert code == 0, f"{shell}, {signum!r}: {output[-2000:]}"
+            name = worker_name(services)
+            assert f"Worker '{name}' started!" in output, output[-2000:]
+            # Prefect's worker got the stop and shut down by itself, not killed.
+            assert f"Worker '{name}' stopped!" in output, f"{shell}: {output[-2000:]}"
+    finally:
+        worker_up(services)
+
+
+class Output:
+    """A process's output, read line by line in a thread so the test can wait on it."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, process: subprocess.Popen[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert process.poll() is None, "\n".join(self.lines[-40:])
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "\n".join(self.lines[-40:])
+            time.sleep(0.2)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "\n".join(self.lines)
+
+
+def test_fer_up_stopped_during_its_first_retrain_stops_and_cancels_the_run(
+    services: Settings, deployed: Deployed, fer_subset: Path, tmp_path: Path
+) -> None:
+    quality = tmp_path / "quality.json"
+    quality.write_text(QUALITY.model_dump_json())
+    fer = Path(sys.executable).with_name("fer")
+    command = f"{fer} up --dataset {fer_subset} --min-accuracy 0 --quality-config {quality}"
+    # Started from a script: SIGINT arrives ignored.
+    process = subprocess.Popen(
+        ["bash", "-c", f'trap "" INT; exec {command}'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(process)
+    try:
+        output.wait_for("stage: ", process, timeout=300)  # the run is on the worker
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=60)
-    output = process.stdout.read().decode()
-    assert code == 0, output[-2000:]
-    assert f"Worker '{worker_name(services)}' started!" in output, output[-2000:]
-    worker_up(services)
+        code = process.wait(timeout=30)
+    text = output.text()
+    assert code == 130 and "stopped by SIGINT" in text, text[-3000:]
+    cancelling = re.search(r"cancelling flow run ([0-9a-f-]{36})", text)
+    assert cancelling, text[-3000:]
+    run = _wait_final(services, UUID(cancelling.group(1)), timeout=120)
+    assert run.state.is_cancelled(), run.state

@@ -7,6 +7,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,60 @@ def test_publishing_never_overwrites_a_file_of_an_existing_version(
     stored = registry.download_model(version, tmp_path / "cache", sha256_file(model_file))
     assert stored.read_bytes() == model_file.read_bytes()
     assert registry.read_manifest(version)["metrics"]["accuracy"] == 0.5
+
+
+def _lose_first_reply(registry: ModelRegistry, *names: str) -> list[str]:
+    """The first stored ``PutObject`` of each key ending in one of ``names`` loses its reply.
+
+    The request really reaches the store; then a read timeout is raised in place of its reply,
+    so boto3 resends it as it would after a network fault, and the resend meets its own write.
+
+    Returns:
+        The keys whose reply was lost, filled in as it happens.
+    """
+    from botocore.exceptions import ReadTimeoutError
+    from botocore.httpsession import URLLib3Session
+
+    session = URLLib3Session()
+    lost: list[str] = []
+
+    def send_then_lose_the_reply(request: Any, **_: Any) -> Any:
+        path = request.url.split("?")[0]
+        if not path.endswith(names) or path in lost:
+            return None  # botocore sends it as usual
+        response = session.send(request)
+        if response.status_code != 200:
+            return response  # not stored: this reply arrives
+        lost.append(path)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    registry.client.meta.events.register("before-send.s3.PutObject", send_then_lose_the_reply)
+    return lost
+
+
+def test_a_write_stored_whose_reply_was_lost_is_no_failure(
+    registry: ModelRegistry, model_file: Path, tmp_path: Path
+) -> None:
+    registry.promote(registry.publish_version(model_file, {}))
+    lost = _lose_first_reply(registry, "/model.keras", "/manifest.json", f"/{CHAMPION_KEY}")
+    version = registry.publish_version(model_file, {"metrics": {"accuracy": 0.7}})
+    pointer = registry.promote(version)
+    # All three conditional writes were resent after they were stored, and got 412 for it.
+    assert len(lost) == 3, lost
+    assert registry.champion() == pointer and pointer.version == version
+    assert registry.verify_version(version)
+    assert registry.read_manifest(version)["metrics"] == {"accuracy": 0.7}
+
+
+def test_a_lost_reply_does_not_hide_a_real_race(registry: ModelRegistry, model_file: Path) -> None:
+    first = registry.publish_version(model_file, {})
+    second = registry.publish_version(model_file, {})
+    registry.promote(first)
+    stale = registry._get_json(CHAMPION_KEY)
+    registry.promote(second)
+    # A promoter that read the pointer before `second` was promoted, with its own reply lost.
+    lost = _lose_first_reply(registry, f"/{CHAMPION_KEY}")
+    with pytest.raises(RegistryError, match="changed while promoting"):
+        registry._swap(first, (), stale)
+    assert lost == []  # its condition failed on the first attempt: nothing was stored
+    assert registry.champion().version == second

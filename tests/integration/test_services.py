@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.services import free_port, log_path, read_state, services_status, services_up
+from infra.services import (
+    free_port,
+    log_path,
+    port_in_use,
+    read_state,
+    services_status,
+    services_up,
+)
 from model.errors import ServiceError
 from model.settings import Settings
 
@@ -99,3 +106,39 @@ def test_a_failed_start_stops_what_this_up_started(
     assert read_state(settings, "prefect") is None
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", settings.prefect_port)) != 0
+
+
+def test_fer_up_stopped_while_it_starts_the_services_leaves_none_running(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = Settings(home=tmp_path / "home", prefect_port=free_port(), s3_port=free_port())
+    env = {
+        **os.environ,
+        "FER_HOME": str(settings.home),
+        "FER_PREFECT_PORT": str(settings.prefect_port),
+        "FER_S3_PORT": str(settings.s3_port),
+    }
+    fer = Path(sys.executable).with_name("fer")
+    process = subprocess.Popen(
+        ["bash", "-c", f'trap "" INT; exec {fer} up'],  # started from a script
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    # The Prefect server has been spawned and recorded: `up` is waiting for it to answer.
+    while read_state(settings, "prefect") is None:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "`fer up` never started the Prefect server"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130 and "stopped by SIGINT" in output, output[-3000:]
+    assert all(not s.running for s in services_status(settings))
+    assert read_state(settings, "prefect") is None
+    assert not port_in_use(settings.prefect_port)  # the half-started server was stopped

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from skimage import data
 
 from infra.services import free_port
 from model.dataset import CLASSES
+from model.errors import StoreUnavailable
 from model.registry import ModelRegistry
 from model.settings import Settings
 from serving.app import ChampionWatcher, describe, make_app, start_watcher
@@ -175,18 +182,49 @@ def test_awkward_formats_are_used_with_a_note(
         assert len(answer["faces"]) == 1, path.name
 
 
+@pytest.fixture(scope="module")
+def other_version(services: Settings, champion_version: str, tmp_path_factory: Any) -> str:
+    """A second version whose every answer differs from the champion's: its output shifted."""
+    import keras
+
+    from model.predict import load_keras_model
+
+    registry = ModelRegistry.from_settings(services)
+    folder = tmp_path_factory.mktemp("other")
+    manifest = registry.read_manifest(champion_version)
+    path = registry.download_model(
+        champion_version, folder, manifest["files"]["model.keras"]["sha256"]
+    )
+    network = load_keras_model(path)
+    (*_, output) = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
+    kernel, bias = output.get_weights()
+    output.set_weights([kernel, bias + np.linspace(-2.0, 2.0, len(bias), dtype=bias.dtype)])
+    other = folder / "other" / "model.keras"
+    other.parent.mkdir()
+    network.save(other)
+    return registry.publish_version(other, {"metrics": manifest["metrics"]})
+
+
+def _probabilities(answer: dict[str, Any]) -> np.ndarray:
+    (face,) = answer["faces"]
+    return np.array([face["probabilities"][name] for name in CLASSES])
+
+
+def _wait_until(condition: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+
+
 def test_a_new_champion_swaps_in_while_requests_run(
-    served: tuple[ChampionWatcher, str], services: Settings, astronaut: Path
+    served: tuple[ChampionWatcher, str], services: Settings, astronaut: Path, other_version: str
 ) -> None:
     watcher, url = served
     registry = ModelRegistry.from_settings(services)
     # Whatever other tests promoted last is the champion being served now.
-    champion_version = watcher.predictor.version
-    model_path = registry.download_model(
-        champion_version, services.home_dir / "t", registry.champion().sha256
-    )
-    newer = registry.publish_version(model_path, registry.read_manifest(champion_version))
-    answered: list[str] = []
+    first = watcher.predictor.version
+    answered: list[tuple[str, np.ndarray]] = []
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -194,31 +232,132 @@ def test_a_new_champion_swaps_in_while_requests_run(
         own = _client(url)
         while not stop.is_set():
             try:
-                answered.append(_predict(own, astronaut)["model_version"])
+                answer = _predict(own, astronaut)
+                answered.append((answer["model_version"], _probabilities(answer)))
             except BaseException as error:  # noqa: BLE001 - every failure counts
                 errors.append(error)
+
+    def answers_from(version: str) -> int:
+        return sum(v == version for v, _ in answered)
 
     workers = [threading.Thread(target=keep_asking) for _ in range(3)]
     for worker in workers:
         worker.start()
     try:
-        time.sleep(1)
-        registry.promote(newer)
-        _wait_for_version(watcher, newer)
-        time.sleep(1.5)
+        _wait_until(lambda: answers_from(first) >= 3 or errors, "the first model answered")
+        registry.promote(other_version)
+        _wait_for_version(watcher, other_version)
+        _wait_until(lambda: answers_from(other_version) >= 6 or errors, "the new model answered")
     finally:
         stop.set()
         for worker in workers:
             worker.join(timeout=60)
-        registry.promote(champion_version)
-        _wait_for_version(watcher, champion_version)
+        registry.promote(first)
+        _wait_for_version(watcher, first)
     assert not errors, errors[:3]
-    assert answered[0] == champion_version and answered[-1] == newer
-    switch = answered.index(newer)
-    # Answers come from one model or the other, and once the new one answered, only it does
-    # (requests still in flight at the swap may finish on the old one, but none start there).
-    assert set(answered) == {champion_version, newer}
-    assert answered[switch:].count(champion_version) <= len(workers)
+    versions = [version for version, _ in answered]
+    assert versions[0] == first and versions[-1] == other_version
+    assert set(versions) == {first, other_version}
+    # Every answer came wholly from one model: its version and its probabilities agree.
+    reference = {version: probabilities for version, probabilities in answered}
+    for version, probabilities in answered:
+        np.testing.assert_allclose(probabilities, reference[version], atol=1e-5)
+    assert np.abs(reference[first] - reference[other_version]).max() > 0.02
+    # Once the new one answered, only it does (requests in flight at the swap may finish on
+    # the old one, but none start there).
+    switch = versions.index(other_version)
+    assert versions[switch:].count(first) <= len(workers)
+
+
+def test_a_tampered_champion_is_refused_and_the_verified_model_serves_on(
+    served: tuple[ChampionWatcher, str],
+    client: Client,
+    services: Settings,
+    astronaut: Path,
+    tmp_path: Path,
+) -> None:
+    watcher, _ = served
+    version = watcher.predictor.version
+    registry = ModelRegistry.from_settings(services)
+    # Bytes no earlier test published, so no cache holds a file that verifies against them.
+    published = tmp_path / "model.keras"
+    published.write_bytes(f"a model published once, {uuid.uuid4()}".encode())
+    tampered = registry.publish_version(published, {"metrics": {"accuracy": 0.5}})
+    # Replaced in the store after it was published (a bad sync, a hand edit, an attacker).
+    registry.client.put_object(
+        Bucket=registry.bucket, Key=f"models/{tampered}/model.keras", Body=b"not that model"
+    )
+    registry.promote(tampered)
+    try:
+        _wait_until(lambda: watcher.refused is not None, "serving refused the tampered champion")
+        assert watcher.predictor.version == version
+        answer = _predict(client, astronaut)
+        assert answer["model_version"] == version
+        notes = " ".join(answer["notes"])
+        assert f"champion {tampered} was refused" in notes and "sha256" in notes, notes
+        assert f"champion {tampered} was refused" in describe(watcher)
+    finally:
+        registry.promote(version)
+    _wait_until(lambda: watcher.refused is None, "the refusal was cleared")
+    assert watcher.predictor.version == version
+
+
+class HungStore:
+    """A TCP port that accepts connections and never answers, as a hung store does."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self._held.append(self._listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._listener.close()
+        for held in self._held:
+            held.close()
+
+
+@pytest.mark.parametrize("outage", ["refused", "hung"])
+def test_serving_starts_from_its_verified_cache_while_the_store_is_down(
+    served: tuple[ChampionWatcher, str], services: Settings, outage: str
+) -> None:
+    running, _ = served  # it verified and recorded the model it serves
+    hung = HungStore()
+    port = hung.port if outage == "hung" else free_port()
+    down = Settings(**{**services.model_dump(), "s3_port": port})
+    started: list[ChampionWatcher] = []
+    try:
+        # In a thread: a hung store must be noticed within the poll interval, not minutes.
+        starting = threading.Thread(target=lambda: started.append(start_watcher(down)))
+        starting.start()
+        starting.join(timeout=30)
+        assert started, f"serving did not start within 30 s with a {outage} store"
+    finally:
+        hung.close()
+    (watcher,) = started
+    try:
+        assert watcher.predictor.version == running.predictor.version
+        assert "the model store has not answered" in describe(watcher)
+        # The store is back: the warning goes at the next poll.
+        watcher.registry = ModelRegistry.from_settings(services)
+        _wait_until(lambda: watcher.staleness() is None, "the warning cleared")
+    finally:
+        watcher.stop()
+
+
+def test_serving_without_a_cached_model_says_the_store_is_down(
+    services: Settings, tmp_path: Path
+) -> None:
+    down = Settings(**{**services.model_dump(), "s3_port": free_port(), "home": tmp_path})
+    with pytest.raises(StoreUnavailable, match="no verified model in the local cache"):
+        start_watcher(down)
 
 
 def test_serving_goes_on_while_the_store_is_unreachable(
@@ -253,3 +392,33 @@ def _wait_for_version(watcher: ChampionWatcher, version: str, timeout: float = 3
     while watcher.predictor.version != version:
         assert time.monotonic() < deadline, f"watcher still serves {watcher.predictor.version}"
         time.sleep(0.2)
+
+
+def test_fer_serve_started_from_a_script_stops_on_sigint(
+    served: tuple[ChampionWatcher, str], services: Settings
+) -> None:
+    import httpx
+
+    port = free_port()
+    fer = Path(sys.executable).with_name("fer")
+    process = subprocess.Popen(
+        ["bash", "-c", f'trap "" INT; exec {fer} serve'],  # SIGINT arrives ignored
+        env={**os.environ, "FER_SERVE_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def answers() -> bool:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait_until(answers, "`fer serve` answered", timeout=180)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output[-3000:]

@@ -169,7 +169,7 @@ def test_serving_scales_behind_a_service_with_probes() -> None:
     docs = {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in _manifests()}
     serve = docs[("Deployment", "fer-serve")]
     (container,) = _containers(serve)
-    assert container["command"] == ["fer", "serve"]
+    assert container["args"] == ["fer", "serve"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == "http", probe
     service = docs[("Service", "fer-serve")]
@@ -273,7 +273,7 @@ def test_workers_use_the_templates_of_their_pools() -> None:
     docs = {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in _manifests()}
     for variant in ("cpu", "gpu"):
         (container,) = _containers(docs[("Deployment", f"fer-worker-{variant}")])
-        command = container["command"]
+        command = container["args"]
         template = command[command.index("--base-job-template") + 1]
         assert template == f"/app/infra/k8s/work-pool-{variant}.json"
         assert (K8S / Path(template).name).exists()
@@ -302,6 +302,28 @@ def test_dockerfile_is_multi_stage_non_root_with_cpu_and_gpu_variants() -> None:
     assert user and not user.group(1).startswith(("root", "0")), "the image must not run as root"
     assert "ARG VARIANT=cpu" in text and '"gpu"' in text
     assert "uv sync --locked" in text  # the lock file decides what is installed
+
+
+def test_every_platform_process_runs_under_the_images_init() -> None:
+    """A container's PID 1 forwards stop signals only if the init entrypoint is kept."""
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert re.search(r'^ENTRYPOINT \["dumb-init", "--"\]$', dockerfile, flags=re.MULTILINE)
+    platform = [
+        container
+        for _, doc in _manifests()
+        for container in _containers(doc)
+        if "fer-platform" in container["image"]
+    ]
+    assert len(platform) >= 4  # serving, two workers, the deploy job
+    for container in platform:
+        # `command` would replace the entrypoint (and the init with it); `args` the CMD only.
+        assert "command" not in container and container["args"][0] == "fer", container
+    for pool in ("cpu", "gpu"):
+        template = json.loads((K8S / f"work-pool-{pool}.json").read_text())
+        (job,) = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert "command" not in job and job["args"] == "{{ command }}", pool
 
 
 def test_image_builds_with_the_uv_release_ci_uses() -> None:
