@@ -46,7 +46,13 @@ PARENT = textwrap.dedent(
 )
 
 
-def _start_with_sigint_ignored(args: list[str]) -> subprocess.Popen[str]:
+def _start_with_sigint_ignored(args: list[str], nohup: bool = False) -> subprocess.Popen[str]:
+    """Start as a script's background job would; under ``nohup`` SIGHUP is ignored too.
+
+    SIGHUP is set explicitly either way, so the test does not depend on how pytest itself
+    was started (a shell cannot reset a signal that was ignored when it started).
+    """
+    hup = signal.SIG_IGN if nohup else signal.SIG_DFL
     command = shlex.join(args)
     return subprocess.Popen(
         ["bash", "-c", f'trap "" INT; exec {command}'],
@@ -54,6 +60,7 @@ def _start_with_sigint_ignored(args: list[str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, hup),
     )
 
 
@@ -74,9 +81,9 @@ def child_script(tmp_path: Path) -> str:
     return str(path)
 
 
-def _parent(child_script: str, mode: str) -> subprocess.Popen[str]:
+def _parent(child_script: str, mode: str, nohup: bool = False) -> subprocess.Popen[str]:
     return _start_with_sigint_ignored(
-        [sys.executable, "-c", PARENT, f"exec(open({child_script!r}).read())", mode]
+        [sys.executable, "-c", PARENT, f"exec(open({child_script!r}).read())", mode], nohup
     )
 
 
@@ -88,6 +95,17 @@ def test_a_stop_signal_stops_parent_and_child_cleanly(child_script: str, signum:
     output, _ = process.communicate(timeout=10)
     assert process.returncode == 0, output
     # The child got exactly one SIGINT, its default reset although the parent inherited "ignore".
+    assert output.splitlines() == ["child stopped cleanly", "parent done 0"], output
+
+
+def test_under_nohup_a_hangup_is_ignored_and_a_stop_still_works(child_script: str) -> None:
+    process = _parent(child_script, "default", nohup=True)
+    _read_until(process, "child ready")
+    process.send_signal(signal.SIGHUP)
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=1)  # still running: nohup asked for that
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
     assert output.splitlines() == ["child stopped cleanly", "parent done 0"], output
 
 
