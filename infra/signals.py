@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Any
 
@@ -53,48 +53,45 @@ def _in_main_thread() -> bool:
 
 
 @contextmanager
-def stopping_on_signals() -> Iterator[None]:
+def _handled(signums: Sequence[int], handler: Handler) -> Iterator[None]:
+    """Handle ``signums`` with ``handler`` inside the block, then restore what was there.
+
+    Outside the main thread (an embedding program owns its signals there) nothing changes.
+    """
+    previous: dict[int, Handler] = {}
+    if _in_main_thread():
+        previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+
+
+def stopping_on_signals() -> AbstractContextManager[None]:
     """Raise :class:`Stop` in the main thread on SIGINT, SIGTERM or SIGHUP inside the block.
 
     SIGINT and SIGTERM are handled even if they were inherited ignored; SIGHUP only if it was
     not (``nohup`` asks for a process that outlives its terminal). The previous handlers are
-    back after the block. Outside the main thread (an embedding program owns its signals
-    there) nothing changes.
+    back after the block.
     """
-    previous: dict[int, Handler] = {}
-    if _in_main_thread():
-        for signum in STOP_SIGNALS:
-            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
-                continue
-            previous[signum] = signal.signal(signum, _raise_stop)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    nohup = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    return _handled([s for s in STOP_SIGNALS if not (nohup and s == signal.SIGHUP)], _raise_stop)
 
 
 def _still_ignored(signum: int, frame: FrameType | None) -> None:
     """Handles an ignored stop signal while a child is spawned: it stays without effect here."""
 
 
-@contextmanager
-def children_get_default_signals() -> Iterator[None]:
+def children_get_default_signals() -> AbstractContextManager[None]:
     """Processes spawned inside start with SIGINT and SIGTERM at their defaults.
 
     Where this process inherited them ignored, they are briefly handled (without effect) so that
     ``exec`` resets them in the child; the child can then be stopped as its own code intends.
+    An ignored SIGHUP stays ignored: that is ``nohup``'s wish.
     """
-    replaced: dict[int, Handler] = {}
-    if _in_main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):  # an ignored SIGHUP is nohup's wish
-            if signal.getsignal(signum) == signal.SIG_IGN:
-                replaced[signum] = signal.signal(signum, _still_ignored)
-    try:
-        yield
-    finally:
-        for signum, previous in replaced.items():
-            signal.signal(signum, previous)
+    ignored = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) == signal.SIG_IGN]
+    return _handled(ignored, _still_ignored)
 
 
 def stop_child(process: subprocess.Popen[bytes], grace: float) -> int:
