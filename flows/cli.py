@@ -716,7 +716,7 @@ def data_push(
     from urllib.parse import urlparse
 
     from model.errors import DatasetError
-    from model.registry import make_s3_client
+    from model.s3 import make_s3_client
     from model.sources import acquire_dataset, push_dataset
 
     target = urlparse(destination)

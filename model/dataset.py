@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model.errors import DatasetError
+from model.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -456,14 +457,6 @@ def arrays_dir(home: Path) -> Path:
 def _listing_key(root: Path, entries: Sequence[FileEntry]) -> str:
     lines = "".join(f"{e.relpath}\t{e.size}\t{e.mtime_ns}\n" for e in entries)
     return hashlib.sha256(f"{root}\n{lines}".encode()).hexdigest()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file that readers see whole or not at all (a rename over the old one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _decode_to_cache(

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import httpx
 from tqdm import tqdm
 
 from model.errors import DatasetError
+from model.files import sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def download_url(
     paths.final.parent.mkdir(parents=True, exist_ok=True)
     cached = paths.final.is_file()
     if cached and expected is not None:
-        actual = _sha256_of(paths.final)
+        actual = sha256_file(paths.final)
         if actual == expected:
             logger.info("using cached %s (sha256 matches the pin)", paths.final)
             return paths.final
@@ -320,7 +320,9 @@ def _receive(
             logger.info("%s: the server sent the whole file (changed source); restarting", url)
         offset = 0
         total = _content_length(response)
-        _write_json(paths.part_info, {"url": url, "etag": etag, "last_modified": last_modified})
+        write_json_atomic(
+            paths.part_info, {"url": url, "etag": etag, "last_modified": last_modified}
+        )
         mode = "wb"
     else:
         raise DatasetError(f"{url}: unexpected HTTP {status}: check the URL in FER_DATASET")
@@ -358,7 +360,7 @@ def _finish(url: str, paths: _Paths, fetched: _Fetched, expected: str | None) ->
             f"{url}: received {size} bytes but the server announced {fetched.total}; "
             "the download was discarded: try again"
         )
-    digest = _sha256_of(paths.part)
+    digest = sha256_file(paths.part)
     if expected is not None and digest != expected:
         _discard_part(paths)
         raise DatasetError(
@@ -368,7 +370,7 @@ def _finish(url: str, paths: _Paths, fetched: _Fetched, expected: str | None) ->
     paths.meta.unlink(missing_ok=True)  # never let old validators describe the new file
     os.replace(paths.part, paths.final)
     paths.part_info.unlink(missing_ok=True)
-    _write_json(
+    write_json_atomic(
         paths.meta,
         {
             "url": url,
@@ -504,20 +506,9 @@ def _discard_part(paths: _Paths) -> None:
     paths.part_info.unlink(missing_ok=True)
 
 
-def _sha256_of(path: Path) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

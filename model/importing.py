@@ -22,11 +22,11 @@ from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef, arrays_dir, load_spli
 from model.errors import ImportRefused
 from model.evaluate import Metrics, evaluate_model
 from model.export import TFLITE_FILE, export_tflite
+from model.files import sha256_file
 from model.gate import Decision, GateConfig, decide, enforce, score_champion
 from model.lineage import publish_run
 from model.network import fold_served_model
 from model.predict import load_keras_model
-from model.registry import sha256_file
 from model.train import (
     CURVES_FILE,
     EXPORT_CHECK_IMAGES,

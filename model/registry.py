@@ -10,7 +10,6 @@ Layout (see ARCHITECTURE.md)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mimetypes
@@ -28,12 +27,11 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from model.errors import IntegrityError, RegistryError, StoreUnavailable
+from model.files import sha256_file
+from model.s3 import S3Client, make_s3_client, s3_error_code
 
 if TYPE_CHECKING:
     from model.settings import Settings
-
-# boto3 clients are generated at run time; there is no importable class to annotate with.
-S3Client = Any
 
 logger = logging.getLogger(__name__)
 
@@ -79,22 +77,6 @@ class Pruned:
     incomplete: list[str]
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The digest.
-    """
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def new_version_id(content_sha256: str) -> str:
     """A sortable version id: UTC time to the microsecond plus the model's content hash.
 
@@ -108,48 +90,13 @@ def new_version_id(content_sha256: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{content_sha256[:8]}"
 
 
-def make_s3_client(settings: Settings, timeout: float | None = None) -> S3Client:
-    """Create a boto3 S3 client for the configured endpoint (path-style addressing).
-
-    Args:
-        settings: platform settings.
-        timeout: for a caller that asks again soon anyway (serving's poll): seconds each
-            connect and each read may take, and no retry, so a hung store is noticed within
-            that. None: the patient defaults of uploads (5 s, 60 s, five retries).
-
-    Returns:
-        The client.
-    """
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-        config=Config(
-            s3={"addressing_style": "path"},
-            # total_max_attempts counts the first request too (max_attempts counts retries).
-            retries={"total_max_attempts": 6 if timeout is None else 1, "mode": "standard"},
-            connect_timeout=5 if timeout is None else timeout,
-            read_timeout=60 if timeout is None else timeout,
-        ),
-    )
-
-
 def _content_type(path: Path) -> str:
     """The MIME type to store with a file, so a browser shows a report page instead of saving it."""
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _is_missing(error: ClientError) -> bool:
-    return _error_code(error) in {"404", "NoSuchKey", "NotFound"}
+    return s3_error_code(error) in {"404", "NoSuchKey", "NotFound"}
 
 
 def _is_transient(error: Exception) -> bool:
@@ -167,7 +114,7 @@ def _is_transient(error: Exception) -> bool:
 
 
 def _is_precondition_failed(error: ClientError) -> bool:
-    return _error_code(error) in {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+    return s3_error_code(error) in {"412", "PreconditionFailed", "ConditionalRequestConflict"}
 
 
 def _applied_before(key: str) -> None:
@@ -219,14 +166,14 @@ class ModelRegistry:
             self.client.head_bucket(Bucket=self.bucket)
             return
         except ClientError as error:
-            if not _is_missing(error) and _error_code(error) != "NoSuchBucket":
+            if not _is_missing(error) and s3_error_code(error) != "NoSuchBucket":
                 raise self._failure(error, f"bucket {self.bucket}") from error
         except BotoCoreError as error:
             raise self._failure(error, f"bucket {self.bucket}") from error
         try:
             self.client.create_bucket(Bucket=self.bucket)
         except ClientError as error:
-            if _error_code(error) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            if s3_error_code(error) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise self._failure(error, f"bucket {self.bucket}") from error
 
     def _failure(self, error: Exception, what: str) -> RegistryError:

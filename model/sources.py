@@ -30,7 +30,8 @@ from model.archives import ArchiveLimits, extract_archive, is_archive
 from model.dataset import DatasetRef, find_layout_root, index_dataset
 from model.download import download_url, split_sha256_fragment
 from model.errors import DatasetError
-from model.registry import S3Client, make_s3_client, sha256_file
+from model.files import sha256_file
+from model.s3 import S3Client, make_s3_client, s3_error_code
 from model.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -368,7 +369,7 @@ def push_dataset(root: Path, bucket: str, prefix: str, client: S3Client, workers
             for item in page.get("Contents", [])
         }
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
+        if s3_error_code(error) != "NoSuchBucket":
             raise _s3_error(f"s3://{bucket}/{base}", error) from error
         client.create_bucket(Bucket=bucket)
         existing = {}

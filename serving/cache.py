@@ -14,8 +14,8 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from model.dataset import write_text_atomic
-from model.registry import MODEL_FILE, sha256_file
+from model.files import sha256_file, write_text_atomic
+from model.registry import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 

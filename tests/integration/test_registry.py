@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from model.errors import RegistryError, StoreUnavailable
-from model.registry import CHAMPION_KEY, ChampionPointer, ModelRegistry, sha256_file
+from model.files import sha256_file
+from model.registry import CHAMPION_KEY, ChampionPointer, ModelRegistry
 from model.settings import Settings
 
 pytestmark = pytest.mark.integration

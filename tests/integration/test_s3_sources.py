@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from model.dataset import compute_fingerprint, scan_dataset
 from model.errors import DatasetError
-from model.registry import make_s3_client
+from model.s3 import make_s3_client
 from model.settings import Settings
 from model.sources import acquire_dataset, fetch_source, parse_source, push_dataset
 

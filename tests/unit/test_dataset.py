@@ -109,10 +109,16 @@ def test_second_index_of_unchanged_files_reads_nothing(
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("the warm path must not read or decode files")
 
-    monkeypatch.setattr(dataset, "scan_and_decode", no_decoding)
+    # The one function that reads and decodes the files on the cold path.
+    monkeypatch.setattr(dataset, "decode_into", no_decoding)
     second = index_dataset(root, tmp_path / "home", source="b")
     assert (second.fingerprint, second.manifest_path) == (first.fingerprint, first.manifest_path)
     assert second.source == "b"
+    # The guard can fire: a changed file sends the next index down the decoding path.
+    changed = next((root / "train").rglob("*.png"))
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    with pytest.raises(AssertionError, match="warm path"):
+        index_dataset(root, tmp_path / "home", source="c")
 
 
 def test_changed_file_is_noticed_on_the_next_index(tmp_path: Path) -> None:

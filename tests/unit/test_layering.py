@@ -69,3 +69,28 @@ def test_importing_the_libraries_loads_no_prefect_and_does_no_work(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not home.exists(), "importing created the platform home"
+
+
+def test_every_test_module_is_marked() -> None:
+    """`-m unit` (or integration, e2e) selects every test of its kind, none left out."""
+    unmarked = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "tests").rglob("test_*.py"))
+        if "pytestmark = pytest.mark." not in path.read_text()
+    ]
+    assert unmarked == []
+
+
+def test_the_small_shared_helpers_import_no_heavy_stack() -> None:
+    """sha256 and atomic writes, and the S3 client factory, are needed where numpy or boto3
+    is not (serving's cache, data sources): importing them must stay cheap."""
+    code = (
+        "import sys\n"
+        "import model.files, model.s3\n"
+        "heavy = {'numpy', 'boto3', 'botocore', 'tensorflow', 'keras'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

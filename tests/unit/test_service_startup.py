@@ -12,6 +12,8 @@ from infra.services import ServiceState, _spawn, _stop, _wait_for, _wait_or_stop
 from model.errors import ServiceError
 from model.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 def _state(name: str, pid: int, command: list[str]) -> ServiceState:
     return ServiceState(name, pid, 1, "http://127.0.0.1:1", command, started_at=time.time())

@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.unit
+
 #: A child with Python's own signal handling: it reports how it ended.
 CHILD = textwrap.dedent(
     """
