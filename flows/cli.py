@@ -83,7 +83,7 @@ QualityConfigFile = Annotated[
     Path | None,
     typer.Option(
         "--quality-config",
-        help="JSON file of data-quality bounds (QualityConfig fields, see the README); "
+        help="JSON file of data-quality bounds (QualityConfig fields, see docs/data.md); "
         "default: the documented defaults, set for the full FER2013.",
         dir_okay=False,
     ),
@@ -108,7 +108,7 @@ def _quality_config(path: Path | None) -> QualityConfig:
         )
         raise ConfigError(
             f"--quality-config {path} is not a valid QualityConfig ({problems}); "
-            "see the README's data-quality section for the fields"
+            "see docs/data.md for the fields"
         ) from error
 
 

@@ -41,7 +41,7 @@ def native_bfloat16(flags: Iterable[str]) -> bool:
     """Whether a CPU with these flags does bfloat16 arithmetic in hardware.
 
     Without it TensorFlow emulates bfloat16 and a ``mixed_bfloat16`` training step is far
-    slower than a float32 one (8x on a 2-core AVX2 machine, see the README), so the
+    slower than a float32 one (see docs/model.md), so the
     choice matters more than any other training setting on a CPU.
 
     Args:

@@ -41,7 +41,7 @@ def check_timezone(value: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Platform settings. Every field is documented in README.md.
+    """Platform settings. Every field is listed in docs/settings.md (see :func:`settings_table`).
 
     Values come from environment variables prefixed ``FER_`` (``FER_HOME``, ``FER_S3_BUCKET``...)
     or from a ``.env`` file in the working directory.
@@ -53,7 +53,8 @@ class Settings(BaseSettings):
 
     dataset: str = Field(
         "kaggle://msambare/fer2013",
-        description="Where FER2013 comes from: a local folder in FER layout (or a kaggle:// URI).",
+        description="Dataset source in FER layout: a folder or .zip/.tar.gz archive, an "
+        "http(s):// archive, an s3:// prefix or archive, or kaggle://owner/dataset.",
     )
     home: Path = Field(
         Path("~/.fer"),
@@ -175,3 +176,23 @@ def get_settings() -> Settings:
         raise ConfigError(
             f"invalid setting(s): {problems}; fix the environment variable or .env entry"
         ) from error
+
+
+def _default_text(value: object) -> str:
+    secret = getattr(value, "get_secret_value", None)
+    if secret is not None:
+        value = secret()
+    return "unset" if value is None else f"`{value}`"
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (variable, default, meaning), from the fields themselves.
+
+    ``docs/settings.md`` holds its output; a test fails when the two disagree. Regenerate with
+    ``uv run python -c "from model.settings import settings_table; print(settings_table())"``.
+    """
+    rows = [
+        f"| `FER_{name.upper()}` | {_default_text(field.default)} | {field.description} |"
+        for name, field in Settings.model_fields.items()
+    ]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])

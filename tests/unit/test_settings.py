@@ -107,3 +107,15 @@ def test_pool_type_and_distribution_come_from_the_environment(
     with pytest.raises(ConfigError) as error:
         get_settings()
     assert "FER_DISTRIBUTE" in str(error.value) and "FER_WORK_POOL_TYPE" in str(error.value)
+
+
+def test_the_settings_doc_is_the_table_the_code_generates() -> None:
+    from model.settings import settings_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    start, end = "<!-- settings-table:start -->\n", "\n<!-- settings-table:end -->"
+    documented = doc[doc.index(start) + len(start) : doc.index(end)]
+    assert documented == settings_table(), (
+        "docs/settings.md is out of date: regenerate its table with "
+        '`uv run python -c "from model.settings import settings_table; print(settings_table())"`'
+    )
