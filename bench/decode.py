@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.dataset import SPLITS, arrays_dir, index_dataset, load_split
+from model.contract import SPLITS
+from model.data.dataset import arrays_dir, index_dataset, load_split
 
 REPO = Path(__file__).resolve().parent.parent
 

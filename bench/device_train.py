@@ -161,7 +161,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def build_config(profile: str, overrides: dict[str, Any], budget_minutes: float | None) -> Any:
     """The profile's TrainConfig with the overrides (validated) and the time budget."""
-    from model.train import TrainConfig
+    from model.training.config import TrainConfig
 
     merged = deep_merge(TrainConfig.profile(profile).model_dump(), overrides)  # type: ignore[arg-type]
     if budget_minutes is not None:
@@ -225,8 +225,9 @@ def _record(
     ref: Any, config: Any, result: Any, history: dict[str, Any], metrics: Any, speed: dict
 ) -> dict[str, Any]:
     """The training record ``fer models import`` reads (``manifest.json``)."""
-    from model.dataset import CLASSES
-    from model.lineage import cleaning_summary, code_version
+    from model.contract import CLASSES
+    from model.registry.lineage import cleaning_summary
+    from model.version import code_version
 
     return {
         "classes": list(CLASSES),
@@ -262,9 +263,9 @@ def ship_model(result: Any, ref: Any, home: Path, out: Path) -> Any:
     """
     import numpy as np
 
-    from model.dataset import arrays_dir, load_split
-    from model.evaluate import score_model
-    from model.predict import load_keras_model, save_compact
+    from model.data.dataset import arrays_dir, load_split
+    from model.evaluation.metrics import score_model
+    from model.inference.predictor import load_keras_model, save_compact
 
     save_compact(load_keras_model(result.model_path), out / "model.keras")
     shipped = load_keras_model(out / "model.keras")
@@ -277,9 +278,9 @@ def ship_model(result: Any, ref: Any, home: Path, out: Path) -> Any:
 
 def write_record(out: Path, ref: Any, config: Any, result: Any, metrics: Any) -> dict[str, Any]:
     """Write the training record, history, curves and model card; return the throughput."""
-    from model.hardware import gpu_info
-    from model.lineage import model_card
-    from model.network import build_model
+    from model.registry.card import model_card
+    from model.training.hardware import gpu_info
+    from model.training.network import build_model
 
     history = json.loads(result.history_path.read_text())
     network = build_model(config.network, (48, 48, 1), 7, config.seed)
@@ -298,7 +299,7 @@ def train(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()
     # Keras (and with it JAX's threads) only after the dataset was decoded in forked workers.
-    from model.dataset import index_dataset
+    from model.data.dataset import index_dataset
 
     config = build_config(args.profile, json.loads(args.set), args.budget_minutes)
     home = args.work / "home"
@@ -306,7 +307,7 @@ def train(args: argparse.Namespace) -> None:
     indexed = time.perf_counter()
     import keras
 
-    from model.train import train_model
+    from model.training.fit import train_model
 
     result = train_model(ref, config, home)
     trained = time.perf_counter()

@@ -44,12 +44,12 @@ def _latencies(call: Callable[[np.ndarray], object], pixels: np.ndarray, calls: 
 
 def _model(path: Path | None) -> object:
     if path is not None:
-        from model.predict import load_keras_model
+        from model.inference.predictor import load_keras_model
 
         return load_keras_model(path)
-    from model.dataset import CLASSES, IMAGE_SIZE
-    from model.network import build_model, with_temperature
-    from model.train import TrainConfig
+    from model.contract import CLASSES, IMAGE_SIZE
+    from model.training.config import TrainConfig
+    from model.training.network import build_model, with_temperature
 
     config = TrainConfig.profile("cpu")
     network = build_model(config.network, (IMAGE_SIZE, IMAGE_SIZE, 1), len(CLASSES), 0)
@@ -65,8 +65,10 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from model.export import TFLITE_FILE, TFLiteRunner, export_tflite
-    from model.train import configure_threads
+    from model.contract import TFLITE_FILE
+    from model.inference.tflite import TFLiteRunner
+    from model.training.export import export_tflite
+    from model.training.fit import configure_threads
 
     configure_threads()
     model = _model(args.model)

@@ -67,9 +67,9 @@ def main() -> None:
     )
 
     from infra.services import services_down, services_up
-    from model.gate import GateConfig
+    from model.evaluation.gate import GateConfig
     from model.settings import get_settings
-    from model.train import TrainConfig
+    from model.training.config import TrainConfig
 
     settings = get_settings()
     started = time.perf_counter()

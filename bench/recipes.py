@@ -4,7 +4,7 @@ Each recipe is a training profile with a JSON overlay of ``TrainConfig`` fields;
 gets the same ``--budget-minutes`` (the budget machinery plans the epochs, so a cheaper
 network simply runs more of them). Each runs in a fresh process on the cleaned training
 split of ``--dataset``, one after the other, and is scored as the platform scores a
-challenger (``model.evaluate.evaluate_model``: the served export on the public test split).
+challenger (``model.evaluation.metrics.evaluate_model``: the served export on the public test split).
 
 ``--isa avx2`` caps oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``) and trains in float32: what
 ``precision="auto"`` does on a CPU without native bfloat16. It is an emulation of such a
@@ -52,10 +52,10 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     """Train and score one recipe in this process."""
     from device_train import build_config  # bench/ is this script's folder, on sys.path
 
-    from model.dataset import index_dataset
-    from model.evaluate import evaluate_model
-    from model.train import train_model
-    from model.warmstart import Parent
+    from model.data.dataset import index_dataset
+    from model.evaluation.metrics import evaluate_model
+    from model.training.fit import train_model
+    from model.training.warmstart import Parent
 
     name, profile, changes = parse_recipe(args.recipe[0])
     changes.setdefault("epochs", 1000)
@@ -116,7 +116,7 @@ def main() -> None:
             parent = row["model_path"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    from model.hardware import cpu_flags, cpu_model
+    from model.training.hardware import cpu_flags, cpu_model
 
     flags = sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     print(f"recipes at {args.budget_minutes:g} training minutes each, isa {args.isa}; CPU: "

@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def train_once(args: argparse.Namespace) -> dict[str, list[float]]:
     """One run in this process; its per-epoch validation accuracy and training loss."""
-    from model.cleaning import CleaningConfig, cleaned_train_arrays
-    from model.dataset import index_dataset
-    from model.train import TrainConfig, fit_model
+    from model.data.cleaning import CleaningConfig, cleaned_train_arrays
+    from model.data.dataset import index_dataset
+    from model.training.config import TrainConfig
+    from model.training.fit import fit_model
 
     ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
     x, y, _ = cleaned_train_arrays(ref, args.home, CleaningConfig())

@@ -37,7 +37,7 @@ from PIL import Image
 from skimage import data
 
 from infra.services import free_port
-from model.predict import Predictor
+from model.inference.predictor import Predictor
 from serving.app import ChampionWatcher, make_app, run_analysis
 from serving.images import ImageLimits
 

@@ -6,18 +6,18 @@ cleaned training split), same batch size:
 
 * seed    — the seed's way: a Python list of float32 images, ``np.array`` of it, one-hot
   labels, ``model.fit(x, y, shuffle=True)`` (Keras's array adapter), float32;
-* platform-f32  — ``model.train``'s pipeline (uint8 kept in memory, a shuffled index per
+* platform-f32  — ``model.training.fit``'s pipeline (uint8 kept in memory, a shuffled index per
   epoch, one gather and cast per batch), float32;
 * platform-bf16 — the same pipeline with the ``cpu`` profile's mixed_bfloat16 compute;
 * platform-bf16-tf-threads — the bf16 pipeline with TensorFlow's default thread pools
-  instead of ``model.train.configure_threads`` (one op at a time, every core inside it);
+  instead of ``model.training.fit.configure_threads`` (one op at a time, every core inside it);
 * platform-bf16-fused-bn — the bf16 pipeline with ``NetworkConfig.fused_batch_norm``
   (TensorFlow's fused BatchNorm kernel instead of Keras 3's separate ops): the ``cpu``
   profile as the nightly run trains it on a CPU with native bfloat16;
 * platform-f32-fused-bn — the same in float32: the ``cpu`` profile on a CPU without it
   (``precision="auto"``);
 * platform-bf16-fused-bn-keras-aug — platform-bf16-fused-bn with Keras's ``RandomRotation``
-  and ``RandomZoom`` (two warps, no jit support) instead of ``model.layers.RandomAffine``
+  and ``RandomZoom`` (two warps, no jit support) instead of ``model.inference.layers.RandomAffine``
   (one warp): the ``cpu`` profile before the GPU path's jit-safe augmentation.
 
 Each variant runs in a fresh process (thread pools are fixed once TensorFlow starts), one
@@ -64,7 +64,7 @@ def _timer() -> object:
 def _keras_rotation_and_zoom(
     rotate_degrees: float, zoom: float, translate: float, seed: int, name: str
 ) -> object:
-    """The augmentation ``model.layers.RandomAffine`` replaced: Keras's two layers."""
+    """The augmentation ``model.inference.layers.RandomAffine`` replaced: Keras's two layers."""
     import keras
 
     return keras.Sequential(
@@ -80,11 +80,12 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     """Train one variant; return images/s of each epoch after the first."""
     import keras
 
-    import model.layers
-    from model.train import TrainConfig, _batches, _build, _optimizer
+    import model.inference.layers
+    from model.training.config import TrainConfig
+    from model.training.fit import _batches, _build, _optimizer
 
     if variant.endswith("-keras-aug"):
-        model.layers.RandomAffine = _keras_rotation_and_zoom  # type: ignore[assignment,misc]
+        model.inference.layers.RandomAffine = _keras_rotation_and_zoom  # type: ignore[assignment,misc]
         variant = variant.removesuffix("-keras-aug")
     config = TrainConfig.profile("cpu")
     fused = variant.endswith("-fused-bn")
@@ -121,9 +122,9 @@ VARIANTS = (
 
 def measure(args: argparse.Namespace) -> dict[str, float | list[float]]:
     """Train ``args.variant`` in this process; images/s per timed epoch and cores used."""
-    from model.cleaning import CleaningConfig, cleaned_train_arrays
-    from model.dataset import index_dataset
-    from model.train import configure_threads
+    from model.data.cleaning import CleaningConfig, cleaned_train_arrays
+    from model.data.dataset import index_dataset
+    from model.training.fit import configure_threads
 
     if not args.variant.endswith("tf-threads"):
         configure_threads()
@@ -163,7 +164,7 @@ def main() -> None:
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
-    from model.hardware import cpu_flags, native_bfloat16
+    from model.training.hardware import cpu_flags, native_bfloat16
 
     baseline = "seed" if "seed" in results else chosen[0]
     seed = statistics.median(results[baseline]["rates"])

@@ -32,8 +32,8 @@ STAGES = ("imports", "index", "profile", "suites", "report", "total")
 def one_run(root: Path, home: Path) -> dict[str, float]:
     """Validate once, timing each stage (runs in the child process)."""
     started = time.perf_counter()
-    from model.cleaning import CleaningConfig, pixel_records
-    from model.dataset import index_dataset, read_manifest
+    from model.data.cleaning import CleaningConfig, pixel_records
+    from model.data.dataset import index_dataset, read_manifest
     from validation.config import QualityConfig
     from validation.profile import profile_dataset
     from validation.report import QualityReport, class_rows, plain_summary, write_report

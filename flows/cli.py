@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar, cast
 import typer
 
 from model.errors import ConfigError, FerError, ServiceError
-from model.gate import GateConfig
+from model.evaluation.gate import GateConfig
 from model.settings import Settings, get_settings
-from model.train import Profile, TrainConfig
+from model.training.config import Profile, TrainConfig
 
 if TYPE_CHECKING:
-    from model.registry import ModelRegistry
+    from model.registry.store import ModelRegistry
     from validation.config import QualityConfig
     from validation.report import QualityReport
 
@@ -369,7 +369,7 @@ VersionArgument = Annotated[str, typer.Argument(help="Version id (see `fer model
 
 
 def _registry() -> ModelRegistry:
-    from model.registry import ModelRegistry
+    from model.registry.store import ModelRegistry
 
     return ModelRegistry.from_settings(get_settings())
 
@@ -486,9 +486,9 @@ def models_import(
     dataset's test split and gated like a retrain. A model trained on other data (another
     dataset fingerprint), a wrong file or a failed gate publishes nothing.
     """
-    from model.importing import import_model
-    from model.registry import ModelRegistry
-    from model.sources import acquire_dataset
+    from model.data.sources import acquire_dataset
+    from model.registry.importing import import_model
+    from model.registry.store import ModelRegistry
 
     settings = get_settings()
     ref = acquire_dataset(dataset or settings.dataset, settings)
@@ -607,7 +607,7 @@ def _run_first_retrain(settings: Settings, parameters: dict[str, Any]) -> None:
     """Run the deployment once through the worker; a failure keeps a previous champion."""
     from flows.deploy import run_deployed_retrain
     from flows.progress import ProgressDisplay
-    from model.registry import ModelRegistry
+    from model.registry.store import ModelRegistry
 
     typer.echo("first retrain: running `retrain/nightly` through the worker")
     finished = run_deployed_retrain(settings, parameters, progress=ProgressDisplay(sys.stdout))
@@ -688,8 +688,8 @@ def data_info(source: SourceArgument) -> None:
     """Acquire a dataset and print its image counts per split and class and its fingerprint."""
     from collections import Counter
 
-    from model.dataset import read_manifest
-    from model.sources import acquire_dataset
+    from model.data.dataset import read_manifest
+    from model.data.sources import acquire_dataset
 
     ref = acquire_dataset(source, get_settings())
     records = read_manifest(ref.manifest_path)
@@ -715,9 +715,9 @@ def data_push(
     """Copy a dataset into the S3 store, so retraining can be scheduled from the team's copy."""
     from urllib.parse import urlparse
 
+    from model.data.sources import acquire_dataset, push_dataset
     from model.errors import DatasetError
     from model.s3 import make_s3_client
-    from model.sources import acquire_dataset, push_dataset
 
     target = urlparse(destination)
     if target.scheme != "s3" or not target.netloc:
@@ -765,7 +765,7 @@ def data_validate(source: SourceArgument, quality_config: QualityConfigFile = No
     """
     from datetime import UTC, datetime
 
-    from model.sources import acquire_dataset
+    from model.data.sources import acquire_dataset
     from validation.run import validate_ref
 
     config = _quality_config(quality_config)
@@ -791,7 +791,7 @@ def _model_file(spec: str, settings: Settings) -> Path:
     if path.is_file():
         return path
     from model.errors import RegistryError
-    from model.registry import ModelRegistry
+    from model.registry.store import ModelRegistry
 
     registry = ModelRegistry.from_settings(settings)
     if spec == "champion":
@@ -825,7 +825,7 @@ def evaluate(
     """Score a model on labelled images; print accuracy, per-class metrics, ECE as JSON."""
     import json
 
-    from model.evaluate import load_labelled_images, load_scored, score_model
+    from model.evaluation.metrics import load_labelled_images, load_scored, score_model
 
     x, y = load_labelled_images(data)
     metrics = score_model(*load_scored(_model_file(model, get_settings())), x, y, str(data))

@@ -22,7 +22,7 @@ from flows.progress import ProgressDisplay, follow_flow_run
 from flows.retrain import ensure_retrain_limit, retrain
 from model.errors import ConfigError
 from model.settings import Settings, check_cron, check_timezone
-from model.train import Profile, TrainConfig
+from model.training.config import Profile, TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from model.gate import GateConfig
+from model.evaluation.gate import GateConfig
 from model.settings import get_settings
-from model.train import TrainConfig
+from model.training.config import TrainConfig
 from tasks.acquire import acquire_dataset_task
 from tasks.evaluate import evaluate_model_task
 from tasks.gate import check_gate_task

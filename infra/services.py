@@ -25,7 +25,7 @@ import httpx
 
 from infra.signals import children_get_default_signals
 from model.errors import RegistryError, ServiceError
-from model.registry import ModelRegistry
+from model.registry.store import ModelRegistry
 from model.settings import Settings
 
 logger = logging.getLogger(__name__)

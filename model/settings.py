@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.archives import ArchiveLimits
 from model.errors import ConfigError
 
 
@@ -38,6 +37,22 @@ def check_timezone(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise ValueError(f"{value!r} is not an IANA time zone name, e.g. Europe/Berlin") from error
     return value
+
+
+class ArchiveLimits(BaseModel):
+    """Upper bounds an archive must respect to be extracted (archive-bomb guard).
+
+    Attributes:
+        max_files: most entries (files and folders) an archive may hold; FER2013 has ~35,900.
+        max_total_bytes: most uncompressed bytes an archive may extract to.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_files: int = Field(200_000, ge=1, description="Most entries an archive may hold.")
+    max_total_bytes: int = Field(
+        4 * 1024**3, ge=1, description="Most uncompressed bytes an archive may extract to."
+    )
 
 
 class Settings(BaseSettings):

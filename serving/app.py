@@ -15,11 +15,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from model.dataset import IMAGE_SIZE
+from model.contract import IMAGE_SIZE, MODEL_FILE, TFLITE_FILE
 from model.errors import InputError, IntegrityError, RegistryError, StoreUnavailable
-from model.export import TFLITE_FILE
-from model.predict import Predictor
-from model.registry import MODEL_FILE, ModelRegistry
+from model.inference.predictor import Predictor
+from model.registry.store import ModelRegistry
 from model.settings import Settings
 from serving.cache import ServedRecord, cached_model, prune_cache, remember_served
 from serving.faces import Analysis, analyze, annotate

@@ -1,7 +1,7 @@
 """Serving's local model cache: what was last served (verified), and keeping it small.
 
 The cache holds ``<cache>/<version>/<file>`` hard-linked to ``<cache>/blobs/<sha256>`` (see
-:meth:`model.registry.ModelRegistry.download_file`) and ``served.json``, the record of the last
+:meth:`model.registry.store.ModelRegistry.download_file`) and ``served.json``, the record of the last
 model that was verified and swapped in; from it the app can start while the store is down.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from model.contract import MODEL_FILE
 from model.files import sha256_file, write_text_atomic
-from model.registry import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 

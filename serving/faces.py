@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model.predict import Predictor, to_model_input
+from model.inference.predictor import Predictor, to_model_input
 
 Box = tuple[int, int, int, int]
 #: Long side of the copy faces are detected on (speed over the smallest faces).

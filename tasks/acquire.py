@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from model.dataset import DatasetRef
-from model.sources import acquire_dataset
+from model.contract import DatasetRef
+from model.data.sources import acquire_dataset
 from tasks.common import retry_unless_platform_error, settings
 
 
@@ -21,7 +21,7 @@ from tasks.common import retry_unless_platform_error, settings
     timeout_seconds=3600,
 )
 def acquire_dataset_task(source: str) -> DatasetRef:
-    """Acquire and index the dataset named by ``source`` (see ``model.sources``)."""
+    """Acquire and index the dataset named by ``source`` (see ``model.data.sources``)."""
     ref = acquire_dataset(source, settings())
     get_run_logger().info("dataset %s at %s, fingerprint %s", source, ref.root, ref.fingerprint)
     return ref

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_table_artifact
 
-from model.dataset import DatasetRef
-from model.evaluate import CONFUSION_FILE, Metrics, evaluate_model
-from model.registry import ModelRegistry
-from model.train import CURVES_FILE, TrainResult
+from model.contract import DatasetRef
+from model.evaluation.metrics import CONFUSION_FILE, Metrics, evaluate_model
+from model.registry.store import ModelRegistry
+from model.training.config import CURVES_FILE, TrainResult
 from tasks.common import retry_unless_platform_error, settings
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from model.dataset import DatasetRef
-from model.evaluate import Metrics
-from model.gate import Decision, GateConfig, decide, enforce, score_champion
-from model.registry import ModelRegistry
+from model.contract import DatasetRef
+from model.evaluation.gate import Decision, GateConfig, decide, enforce
+from model.evaluation.metrics import Metrics
+from model.registry.champion import score_champion
+from model.registry.store import ModelRegistry
 from tasks.common import retry_unless_platform_error, settings
 
 

@@ -6,12 +6,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
-from model.dataset import DatasetRef
-from model.evaluate import Metrics
-from model.gate import Decision
-from model.lineage import publish_run
-from model.registry import ChampionPointer, ModelRegistry
-from model.train import TrainConfig, TrainResult
+from model.contract import DatasetRef
+from model.evaluation.gate import Decision
+from model.evaluation.metrics import Metrics
+from model.registry.lineage import publish_run
+from model.registry.store import ChampionPointer, ModelRegistry
+from model.training.config import TrainConfig, TrainResult
 from tasks.common import retry_unless_platform_error, settings
 
 

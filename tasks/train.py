@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from model.dataset import DatasetRef
-from model.registry import ModelRegistry
-from model.train import TrainConfig, TrainResult, train_model
-from model.warmstart import find_parent
+from model.contract import DatasetRef
+from model.registry.lineage import find_parent
+from model.registry.store import ModelRegistry
+from model.training.config import TrainConfig, TrainResult
+from model.training.fit import train_model
 from tasks.common import settings
 
 if TYPE_CHECKING:  # model.callbacks imports Keras, which the training itself loads later
-    from model.callbacks import EpochProgress
+    from model.training.callbacks import EpochProgress
 
 #: Key of the progress artifact that moves each epoch (``fer up`` and ``fer retrain`` follow it).
 PROGRESS_KEY = "training-progress"

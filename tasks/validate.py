@@ -11,10 +11,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
-from model.cleaning import CleaningConfig
-from model.dataset import DatasetRef
-from model.lineage import code_version
-from model.registry import ModelRegistry
+from model.contract import DatasetRef
+from model.data.cleaning import CleaningConfig
+from model.registry.store import ModelRegistry
+from model.version import code_version
 from tasks.common import settings
 from validation.config import QualityConfig
 from validation.report import QualityReport

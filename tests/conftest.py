@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from model.dataset import CLASSES, SPLITS
+from model.contract import CLASSES, SPLITS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The real dataset; CI has ../shared beside the checkout. Override with FER_TEST_DATA.

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.cleaning import CleaningConfig, CleaningReport, PixelRecord, clean_train
-from model.dataset import CLASSES, SPLITS, ImageRecord, class_folders
+from model.contract import CLASSES, SPLITS
+from model.data.cleaning import CleaningConfig, CleaningReport, PixelRecord, clean_train
+from model.data.dataset import ImageRecord, class_folders
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def profile_dataset(
     Args:
         root: the dataset folder (for its class folders, empty ones included).
         records: its manifest.
-        pixels: decoded facts (:func:`model.cleaning.pixel_records`).
+        pixels: decoded facts (:func:`model.data.cleaning.pixel_records`).
         config: cleaning thresholds (the same ones training uses).
         classes: expected classes.
 

@@ -6,8 +6,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from model.cleaning import CLEANING_FILE, CleaningConfig, pixel_records, write_cleaning
-from model.dataset import DatasetRef, read_manifest
+from model.contract import DatasetRef
+from model.data.cleaning import CLEANING_FILE, CleaningConfig, pixel_records, write_cleaning
+from model.data.dataset import read_manifest
 from model.errors import DataQualityError
 from validation.config import QualityConfig
 from validation.profile import profile_dataset

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from model.gate import GateConfig
-from model.network import NetworkConfig
-from model.registry import ModelRegistry
+from model.evaluation.gate import GateConfig
+from model.registry.store import ModelRegistry
 from model.settings import Settings, get_settings
-from model.train import TrainConfig
+from model.training.config import TrainConfig
+from model.training.network import NetworkConfig
 from validation.config import QualityConfig
 
 #: One epoch of a small network: the loop's plumbing is under test, not accuracy.

@@ -15,7 +15,7 @@ from skimage import data
 from infra.browser import CHROMIUM as DEBIAN_CHROMIUM
 from infra.browser import CHROMIUM_ARGS
 from infra.services import free_port
-from model.dataset import CLASSES
+from model.contract import CLASSES
 from model.settings import Settings
 from serving.app import make_app, start_watcher
 

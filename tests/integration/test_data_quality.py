@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from model.cleaning import CleaningConfig, cleaned_train_arrays
-from model.dataset import CLASSES, SPLITS, arrays_dir, index_dataset, load_split
+from model.contract import CLASSES, SPLITS
+from model.data.cleaning import CleaningConfig, cleaned_train_arrays
+from model.data.dataset import arrays_dir, index_dataset, load_split
 from validation.config import QualityConfig
 from validation.report import QualityReport
 from validation.run import validate_ref

@@ -23,10 +23,10 @@ import pytest
 from flows.deploy import DEPLOYMENT_PATH, Deployed, deploy_retrain
 from flows.retrain import RETRAIN_LIMIT
 from infra.services import free_port, worker_down, worker_name, worker_up
-from model.gate import GateConfig
-from model.registry import ModelRegistry
+from model.evaluation.gate import GateConfig
+from model.registry.store import ModelRegistry
 from model.settings import Settings
-from model.train import TrainConfig
+from model.training.config import TrainConfig
 from tests.integration.conftest import QUICK, SUBSET_QUALITY
 
 pytestmark = pytest.mark.integration

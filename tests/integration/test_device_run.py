@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from model.registry import ModelRegistry
+from model.registry.store import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +98,8 @@ def test_the_jax_model_loads_under_tensorflow_with_the_same_predictions(
 ) -> None:
     import keras
 
-    from model.dataset import arrays_dir, index_dataset, load_split
-    from model.predict import load_keras_model
+    from model.data.dataset import arrays_dir, index_dataset, load_split
+    from model.inference.predictor import load_keras_model
 
     assert keras.backend.backend() == "tensorflow"
     ref = index_dataset(fer_subset, tmp_path, "subset")

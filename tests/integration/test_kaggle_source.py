@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from model.data.sources import acquire_dataset
 from model.errors import DatasetError
 from model.settings import Settings
-from model.sources import acquire_dataset
 from tests.unit.helpers import write_fer_tree
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from model.registry import ModelRegistry
+from model.registry.store import ModelRegistry
 
 pytestmark = pytest.mark.integration
 

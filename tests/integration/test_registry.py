@@ -13,7 +13,7 @@ import pytest
 
 from model.errors import RegistryError, StoreUnavailable
 from model.files import sha256_file
-from model.registry import CHAMPION_KEY, ChampionPointer, ModelRegistry
+from model.registry.store import CHAMPION_KEY, ChampionPointer, ModelRegistry
 from model.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -206,7 +206,7 @@ def test_promoting_the_champion_again_keeps_its_previous(
 def test_publishing_never_overwrites_a_file_of_an_existing_version(
     registry: ModelRegistry, model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.registry as registry_module
+    import model.registry.store as registry_module
 
     version = registry.publish_version(model_file, {"metrics": {"accuracy": 0.5}})
     other = tmp_path / "other" / "model.keras"

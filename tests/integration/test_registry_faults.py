@@ -10,7 +10,7 @@ import pytest
 
 from infra.services import SEAWEEDFS, _ensure_bucket, _start_seaweedfs, _stop, free_port, read_state
 from model.errors import RegistryError, StoreUnavailable
-from model.registry import ModelRegistry
+from model.registry.store import ModelRegistry
 from model.settings import Settings
 
 pytestmark = pytest.mark.integration

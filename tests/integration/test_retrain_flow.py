@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from flows.cli import run_retrain
-from model.dataset import CLASSES, compute_fingerprint, scan_dataset
+from model.contract import CLASSES
+from model.data.dataset import compute_fingerprint, scan_dataset
 from model.errors import DataQualityError, GateFailed
-from model.gate import GateConfig
-from model.registry import ModelRegistry
+from model.evaluation.gate import GateConfig
+from model.registry.store import ModelRegistry
 from model.settings import Settings
 from tests.integration.conftest import QUICK, SUBSET_QUALITY
 

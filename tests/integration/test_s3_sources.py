@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from model.dataset import compute_fingerprint, scan_dataset
+from model.data.dataset import compute_fingerprint, scan_dataset
+from model.data.sources import acquire_dataset, fetch_source, parse_source, push_dataset
 from model.errors import DatasetError
 from model.s3 import make_s3_client
 from model.settings import Settings
-from model.sources import acquire_dataset, fetch_source, parse_source, push_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ from PIL import Image
 from skimage import data
 
 from infra.services import free_port
-from model.dataset import CLASSES
+from model.contract import CLASSES
 from model.errors import StoreUnavailable
-from model.registry import ModelRegistry
+from model.registry.store import ModelRegistry
 from model.settings import Settings
 from serving.app import ChampionWatcher, describe, make_app, start_watcher
 from serving.faces import detect_faces
@@ -187,7 +187,7 @@ def other_version(services: Settings, champion_version: str, tmp_path_factory: A
     """A second version whose every answer differs from the champion's: its output shifted."""
     import keras
 
-    from model.predict import load_keras_model
+    from model.inference.predictor import load_keras_model
 
     registry = ModelRegistry.from_settings(services)
     folder = tmp_path_factory.mktemp("other")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from flows.cli import run_retrain
-from model.gate import GateConfig
-from model.network import NetworkConfig
-from model.registry import ModelRegistry
+from model.evaluation.gate import GateConfig
+from model.registry.lineage import find_parent
+from model.registry.store import ModelRegistry
 from model.settings import Settings
-from model.warmstart import find_parent
+from model.training.network import NetworkConfig
 from tests.integration.conftest import QUICK, SUBSET_QUALITY
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.dataset import CLASSES, SPLITS
+from model.contract import CLASSES, SPLITS
 
 
 def write_fer_tree(

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from model import archives
-from model.archives import ARCHIVE_SUFFIXES, ArchiveLimits, extract_archive, is_archive
+from model.data import archives
+from model.data.archives import ARCHIVE_SUFFIXES, extract_archive, is_archive
 from model.errors import DatasetError
+from model.settings import ArchiveLimits
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.dataset import CLASSES
-from model.network import AugmentConfig, NetworkConfig, build_model, logits_model, with_temperature
-from model.train import TrainConfig
+from model.contract import CLASSES
+from model.training.config import TrainConfig
+from model.training.network import (
+    AugmentConfig,
+    NetworkConfig,
+    build_model,
+    logits_model,
+    with_temperature,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +33,7 @@ def _pixels(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_random_affine_varies_images_in_training_only() -> None:
-    from model.layers import RandomAffine
+    from model.inference.layers import RandomAffine
 
     x = _pixels(6)
     layer = RandomAffine(rotate_degrees=15, zoom=0.15, translate=0.1, seed=3)
@@ -43,7 +49,7 @@ def test_random_affine_varies_images_in_training_only() -> None:
 
 
 def test_random_affine_maps_are_rotations_zooms_and_shifts_about_the_centre() -> None:
-    from model.layers import RandomAffine
+    from model.inference.layers import RandomAffine
 
     maps = np.asarray(RandomAffine(rotate_degrees=20, zoom=0.2, seed=5).transforms(64, 48, 48))
     a0, a1, a2, b0, b1, b2 = maps[:, :6].T
@@ -69,7 +75,7 @@ def test_no_layer_of_the_profiles_switches_jit_off() -> None:
 
 
 def test_ten_crop_views_average_the_corner_crops_and_their_mirrors() -> None:
-    from model.calibration import softmax
+    from model.training.calibration import softmax
 
     network = build_model(SMALL, (48, 48, 1), len(CLASSES), seed=2)
     served = with_temperature(network, 1.5, flip_average=True, shift=4)
@@ -107,7 +113,7 @@ def test_the_gpu_profile_is_built_for_a_large_batch_and_a_short_budget() -> None
 
 
 def test_compact_files_store_half_the_bytes_and_load_as_float32(tmp_path: Path) -> None:
-    from model.predict import load_keras_model, save_compact
+    from model.inference.predictor import load_keras_model, save_compact
 
     wide = SMALL.model_copy(update={"filters": (64, 128)})  # weights outweigh the metadata
     served = with_temperature(build_model(wide, (48, 48, 1), len(CLASSES), seed=1), 1.2, True)
@@ -128,8 +134,8 @@ def test_a_saved_served_model_folds_its_batch_norm_for_export(
 ) -> None:
     import keras
 
-    from model.network import fold_served_model
-    from model.predict import load_keras_model
+    from model.inference.predictor import load_keras_model
+    from model.training.network import fold_served_model
 
     network = build_model(SMALL, (48, 48, 1), len(CLASSES), seed=3)
     rng = np.random.default_rng(4)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from model.calibration import expected_calibration_error, fit_temperature, softmax
-from model.dataset import CLASSES
+from model.contract import CLASSES
 from model.errors import DatasetError
-from model.evaluate import load_labelled_images
+from model.evaluation.metrics import load_labelled_images
+from model.training.calibration import expected_calibration_error, fit_temperature, softmax
 from tests.unit.helpers import write_fer_tree
 
 pytestmark = pytest.mark.unit
@@ -44,7 +44,7 @@ def test_ece_of_a_perfect_and_a_wrong_classifier() -> None:
 
 
 def test_model_with_temperature_divides_the_logits() -> None:
-    from model.network import NetworkConfig, build_model, logits_model, with_temperature
+    from model.training.network import NetworkConfig, build_model, logits_model, with_temperature
 
     model = build_model(NetworkConfig(filters=(4,), dense_units=8), (48, 48, 1), 7)
     x = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 1)).astype(np.float32)
@@ -84,8 +84,9 @@ def test_bad_labelled_input_is_named(tmp_path: Path) -> None:
 
 def test_fer_evaluate_prints_metrics_as_json(tmp_path: Path) -> None:
     from flows.cli import app
-    from model.network import NetworkConfig
-    from model.train import TrainConfig, fit_model
+    from model.training.config import TrainConfig
+    from model.training.fit import fit_model
+    from model.training.network import NetworkConfig
 
     root = write_fer_tree(tmp_path / "fer", per_class=6)
     x, y = load_labelled_images(root / "train")

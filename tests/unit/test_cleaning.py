@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.cleaning import (
+from model.data.cleaning import (
     CleaningConfig,
     PixelRecord,
     clean_train,
     cleaned_train_arrays,
     duplicate_stats,
 )
-from model.dataset import arrays_dir, index_dataset, load_split
+from model.data.dataset import arrays_dir, index_dataset, load_split
 from tests.unit.helpers import write_fer_tree
 
 pytestmark = pytest.mark.unit

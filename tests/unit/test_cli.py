@@ -88,7 +88,7 @@ def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_profile_options_override_the_profile_and_bad_profiles_are_named() -> None:
     from flows.cli import _train_config
     from model.errors import ConfigError
-    from model.train import TrainConfig
+    from model.training.config import TrainConfig
 
     cpu = _train_config("cpu", epochs=3, batch_size=None)
     assert cpu.epochs == 3
@@ -105,7 +105,7 @@ def test_the_retrain_flow_trains_the_nightly_cpu_recipe_by_default() -> None:
     import inspect
 
     from flows.retrain import retrain
-    from model.train import TrainConfig
+    from model.training.config import TrainConfig
 
     default = inspect.signature(retrain.fn).parameters["train_config"].default
     assert default == TrainConfig.profile("cpu")

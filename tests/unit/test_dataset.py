@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.dataset import (
-    CLASSES,
+from model.contract import CLASSES
+from model.data.dataset import (
     arrays_dir,
     compute_fingerprint,
     find_layout_root,
@@ -101,7 +101,7 @@ def test_unknown_split_is_rejected(tmp_path: Path) -> None:
 def test_second_index_of_unchanged_files_reads_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.dataset as dataset
+    import model.data.dataset as dataset
 
     root = write_fer_tree(tmp_path / "fer", per_class=2)
     first = index_dataset(root, tmp_path / "home", source="a")
@@ -148,7 +148,7 @@ def test_split_and_class_folders_match_in_any_case(tmp_path: Path) -> None:
 def test_worker_processes_give_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.dataset as dataset
+    import model.data.dataset as dataset
 
     root = write_fer_tree(tmp_path / "fer", per_class=3, mode="RGB")
     records_one, pixels_one = dataset.scan_and_decode(root, workers=1)

@@ -31,7 +31,7 @@ def test_overrides_are_laid_over_the_profile_and_validated(device_train: object)
 
 
 def test_forward_flops_count_each_multiply_add_twice(device_train: object) -> None:
-    from model.network import AugmentConfig, NetworkConfig, build_model
+    from model.training.network import AugmentConfig, NetworkConfig, build_model
 
     network = NetworkConfig(
         filters=(8,), convs_per_block=1, head="gap", dense_units=16, conv_dropout=0,

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from model import download
-from model.download import download_url, split_sha256_fragment
+from model.data import download
+from model.data.download import download_url, split_sha256_fragment
 from model.errors import DatasetError
 
 pytestmark = pytest.mark.unit

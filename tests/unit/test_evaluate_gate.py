@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from model.errors import GateFailed
-from model.evaluate import compute_metrics, plot_confusion
-from model.gate import ChampionScore, GateConfig, decide, enforce
+from model.evaluation.gate import ChampionScore, GateConfig, decide, enforce
+from model.evaluation.metrics import compute_metrics, plot_confusion
 
 pytestmark = pytest.mark.unit
 

@@ -8,17 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.dataset import CLASSES
-from model.export import EXPORT_FILE, TFLITE_FILE, TFLiteRunner, export_tflite
-from model.network import (
+from model.contract import CLASSES, EXPORT_FILE, TFLITE_FILE
+from model.inference.predictor import Predictor, load_keras_model
+from model.inference.tflite import TFLiteRunner
+from model.training.export import export_tflite
+from model.training.fit import class_weights
+from model.training.network import (
     AugmentConfig,
     NetworkConfig,
     build_model,
     fold_batch_norm,
     with_temperature,
 )
-from model.predict import Predictor, load_keras_model
-from model.train import class_weights
 
 pytestmark = pytest.mark.unit
 
@@ -102,8 +103,8 @@ def test_class_weights_lift_rare_classes_and_average_one(
 
 
 def test_flip_averaging_is_built_into_the_served_model_and_exports(tmp_path: Path) -> None:
-    from model.calibration import softmax
-    from model.network import logits_model
+    from model.training.calibration import softmax
+    from model.training.network import logits_model
 
     network = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=4)
     served = with_temperature(network, 2.0, flip_average=True)
@@ -127,7 +128,7 @@ def test_flip_averaging_is_built_into_the_served_model_and_exports(tmp_path: Pat
 
 
 def test_centre_crop_inference_shows_the_network_what_it_trained_on(tmp_path: Path) -> None:
-    from model.layers import TrainingCrop
+    from model.inference.layers import TrainingCrop
 
     pixels = _pixels(2, 5).astype(np.float32)
     centre = TrainingCrop(40, seed=0, inference="center")
@@ -206,7 +207,7 @@ def test_folding_is_a_no_op_without_batch_norm() -> None:
 
 
 def test_quantized_export_is_smaller_close_and_what_evaluation_scores(tmp_path: Path) -> None:
-    from model.evaluate import load_scored, score_model
+    from model.evaluation.metrics import load_scored, score_model
 
     model = build_model(NETWORK, (48, 48, 1), len(CLASSES), seed=9)
     _randomise_batch_norm(model, 2)
@@ -237,7 +238,7 @@ def test_fused_batch_norm_matches_keras_batch_norm() -> None:
     import keras
     import tensorflow as tf
 
-    from model.layers import FusedBatchNormalization
+    from model.inference.layers import FusedBatchNormalization
 
     x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (16, 10, 10, 4)), tf.float32)
     # Momentum 0: the moving statistics become this batch's, so any bias shows in full.
@@ -273,7 +274,7 @@ def test_a_fused_batch_norm_network_trains_in_bfloat16_folds_and_loads_safely(
 ) -> None:
     import keras
 
-    from model.layers import FusedBatchNormalization
+    from model.inference.layers import FusedBatchNormalization
 
     network = NETWORK.model_copy(update={"fused_batch_norm": True})
     previous = keras.config.dtype_policy()

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from model.dataset import CLASSES
-from model.predict import Predictor
+from model.contract import CLASSES
+from model.inference.predictor import Predictor
 from serving.faces import analyze, annotate, detect_faces
 
 pytestmark = pytest.mark.unit

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from model.hardware import cpu_flags, native_bfloat16, resolve_precision
-from model.train import TrainConfig
+from model.training.config import TrainConfig
+from model.training.hardware import cpu_flags, native_bfloat16, resolve_precision
 
 pytestmark = pytest.mark.unit
 
@@ -50,11 +50,11 @@ def test_auto_precision_follows_the_hardware() -> None:
 
 
 def test_emulated_bfloat16_is_kept_but_warned_about(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="model.hardware"):
+    with caplog.at_level(logging.WARNING, logger="model.training.hardware"):
         assert resolve_precision("mixed_bfloat16", gpu=False, flags={"avx2"}) == "mixed_bfloat16"
     assert "emulated" in caplog.text and "precision to auto or float32" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="model.hardware"):
+    with caplog.at_level(logging.WARNING, logger="model.training.hardware"):
         resolve_precision("mixed_bfloat16", gpu=False, flags={"avx512_bf16"})
     assert caplog.text == ""
 
@@ -66,7 +66,7 @@ def test_the_profiles_pick_their_precision_from_the_hardware() -> None:
 
 
 def test_gpu_bfloat16_follows_the_compute_capability() -> None:
-    from model.hardware import GpuInfo, _capability
+    from model.training.hardware import GpuInfo, _capability
 
     assert _capability("9.0") == (9, 0) and _capability((8, 6)) == (8, 6)
     assert _capability(None) is None and _capability("sm") is None
@@ -76,7 +76,7 @@ def test_gpu_bfloat16_follows_the_compute_capability() -> None:
 
 
 def test_hardware_is_described_for_lineage(tmp_path: Path) -> None:
-    from model.hardware import cpu_model, describe_hardware
+    from model.training.hardware import cpu_model, describe_hardware
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(CPUINFO)

@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = r"""
 import json, logging
 import numpy as np, jax, keras
-from model.dataset import CLASSES
+from model.contract import CLASSES
 from model.errors import ConfigError
-from model.layers import RandomAffine
-from model.network import build_model
-from model.train import TrainConfig, require_jit
+from model.inference.layers import RandomAffine
+from model.training.network import build_model
+from model.training.config import TrainConfig
+from model.training.fit import require_jit
 
 compiled = []
 class Compiles(logging.Handler):

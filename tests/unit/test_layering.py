@@ -20,16 +20,39 @@ ALLOWED = {
     "tasks": {"model", "validation", "tasks"},
 }
 PROJECT = {"model", "validation", "serving", "infra", "tasks", "flows"}
+#: Inside model/: what each sub-package may import besides the root modules (contract, settings,
+#: errors, files, s3, version), which import no sub-package. Data flows data -> training ->
+#: evaluation; inference is below training (a model is loaded with its layers); registry is on
+#: top, as lineage, the model card and import record what training and evaluation produced.
+MODEL_ALLOWED = {
+    "": set(),
+    "data": {"data"},
+    "inference": {"inference"},
+    "training": {"data", "inference", "training"},
+    "evaluation": {"data", "inference", "training", "evaluation"},
+    "registry": {"data", "inference", "training", "evaluation", "registry"},
+}
 
 
-def _imports(path: Path) -> set[str]:
+def _modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, lazily or not (type-only imports included)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
+
+
+def _imports(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _modules(path)}
+
+
+def _model_part(module: str) -> str:
+    """``model.data.dataset`` -> ``data``; a root module (``model.contract``) -> ``""``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else ""
 
 
 @pytest.mark.parametrize("package", ["model", "validation", "serving", "infra"])
@@ -45,12 +68,29 @@ def test_layers_import_downwards(package: str) -> None:
         assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}"
 
 
+def test_model_subpackages_import_along_the_allowed_directions() -> None:
+    checked = 0
+    for path in sorted((ROOT / "model").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        allowed = MODEL_ALLOWED[_model_part(module)]
+        for name in _modules(path):
+            if name.startswith("model.") and name.count(".") >= 2:
+                assert _model_part(name) in allowed, f"{module} imports {name}"
+        checked += 1
+    assert checked > 20
+
+
+def test_the_model_store_needs_only_the_root_modules() -> None:
+    """Serving and the CLI read the store without loading the training stack."""
+    inside = {n for n in _modules(ROOT / "model/registry/store.py") if n.startswith("model.")}
+    assert inside and all(name.count(".") == 1 for name in inside), inside
+
+
 def test_importing_the_libraries_loads_no_prefect_and_does_no_work(tmp_path: Path) -> None:
     modules = [
-        f"{p.parent.name}.{p.stem}"
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for package in ("model", "validation", "serving")
-        for p in sorted((ROOT / package).glob("*.py"))
-        if p.stem != "__init__"
+        for p in sorted((ROOT / package).rglob("*.py"))
     ]
     code = (
         "import importlib, sys\n"
@@ -81,14 +121,26 @@ def test_every_test_module_is_marked() -> None:
     assert unmarked == []
 
 
-def test_the_small_shared_helpers_import_no_heavy_stack() -> None:
-    """sha256 and atomic writes, and the S3 client factory, are needed where numpy or boto3
-    is not (serving's cache, data sources): importing them must stay cheap."""
+@pytest.mark.parametrize(
+    ("modules", "heavy"),
+    [
+        # sha256, atomic writes, the S3 client factory, the contract, settings and the code
+        # version are needed where numpy or boto3 is not (serving's cache, data sources).
+        (
+            "model.files, model.s3, model.contract, model.settings, model.errors, model.version",
+            "numpy boto3 botocore tensorflow keras",
+        ),
+        # The validate step records the code version; the store and the training config are
+        # read by the CLI and serving: none of them needs the training stack.
+        ("validation.run, model.registry.store, model.training.config", "tensorflow keras"),
+    ],
+)
+def test_small_needs_import_no_heavy_stack(modules: str, heavy: str) -> None:
     code = (
         "import sys\n"
-        "import model.files, model.s3\n"
-        "heavy = {'numpy', 'boto3', 'botocore', 'tensorflow', 'keras'} & set(sys.modules)\n"
-        "assert not heavy, heavy\n"
+        f"import {modules}\n"
+        f"loaded = set({heavy.split()!r}) & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60

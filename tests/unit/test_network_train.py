@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.dataset import CLASSES
-from model.hardware import cpu_flags, native_bfloat16
-from model.network import AugmentConfig, NetworkConfig, build_model
-from model.predict import Predictor, load_keras_model
-from model.train import TrainConfig, TrainResult, fit_model, split_train_validation
+from model.contract import CLASSES
+from model.inference.predictor import Predictor, load_keras_model
+from model.training.config import TrainConfig, TrainResult
+from model.training.fit import fit_model, split_train_validation
+from model.training.hardware import cpu_flags, native_bfloat16
+from model.training.network import AugmentConfig, NetworkConfig, build_model
 
 pytestmark = pytest.mark.unit
 
@@ -95,8 +96,9 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
         import os, signal
         from pathlib import Path
         import keras
-        from model.train import TrainConfig, fit_model
-        from model.network import NetworkConfig
+        from model.training.config import TrainConfig
+        from model.training.fit import fit_model
+        from model.training.network import NetworkConfig
         from tests.unit.test_network_train import _separable
 
         class Kill(keras.callbacks.Callback):
@@ -189,8 +191,9 @@ def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2
         )
-        from model.network import NetworkConfig
-        from model.train import TrainConfig, fit_model
+        from model.training.network import NetworkConfig
+        from model.training.config import TrainConfig
+        from model.training.fit import fit_model
         from tests.unit.test_network_train import _separable
 
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -199,7 +202,7 @@ def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
                              network=NetworkConfig(filters=(8,), dense_units=16,
                                                    batch_norm=True, fused_batch_norm=True))
         result = fit_model(x, y, config, Path({str(tmp_path)!r}), strategy=strategy)
-        from model.predict import load_keras_model
+        from model.inference.predictor import load_keras_model
         norm = load_keras_model(result.model_path).get_layer("conv0a_bn")
         print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync,
                                      "epochs": result.epochs_run,
@@ -226,7 +229,7 @@ def test_mirrored_strategy_trains_across_two_replicas(tmp_path: Path) -> None:
 
 def test_distribution_strategy_is_chosen_by_name() -> None:
     from model.errors import ConfigError
-    from model.train import distribution_strategy
+    from model.training.fit import distribution_strategy
 
     assert distribution_strategy("none") is None
     with pytest.raises(ConfigError, match="none or mirrored"):

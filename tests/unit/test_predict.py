@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.network import NetworkConfig, build_model
-from model.predict import Predictor, to_model_input
+from model.inference.predictor import Predictor, to_model_input
+from model.training.network import NetworkConfig, build_model
 
 pytestmark = pytest.mark.unit
 
@@ -53,7 +53,7 @@ def test_predictor_returns_one_probability_per_class() -> None:
 def test_a_model_file_carrying_code_is_refused(tmp_path: Path) -> None:
     import keras
 
-    from model.predict import load_keras_model
+    from model.inference.predictor import load_keras_model
 
     inputs = keras.Input((48, 48, 1))
     # A Lambda layer stores Python bytecode in the file; loading it would run that code.

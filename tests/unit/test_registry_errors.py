@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from model.errors import RegistryError, StoreUnavailable
-from model.registry import ModelRegistry
+from model.registry.store import ModelRegistry
 from model.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from model.data.sources import acquire_dataset, parse_source
 from model.errors import DatasetError
 from model.settings import Settings
-from model.sources import acquire_dataset, parse_source
 from tests.unit.helpers import write_fer_tree
 
 pytestmark = pytest.mark.unit

@@ -11,8 +11,8 @@ import pytest
 from prefect import Task
 
 import tasks
-from model.cleaning import CleaningConfig
-from model.dataset import DatasetRef
+from model.contract import DatasetRef
+from model.data.cleaning import CleaningConfig
 from tasks.validate import validation_cache_key
 from validation.config import QualityConfig
 

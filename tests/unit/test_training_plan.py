@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from model.callbacks import learning_rate_at, plan_epochs
+from model.training.callbacks import learning_rate_at, plan_epochs
 
 pytestmark = pytest.mark.unit
 

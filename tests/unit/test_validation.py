@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from model.cleaning import CleaningConfig, PixelRecord, clean_train, pixel_records
-from model.dataset import CLASSES, ImageRecord, index_dataset, read_manifest
+from model.contract import CLASSES
+from model.data.cleaning import CleaningConfig, PixelRecord, clean_train, pixel_records
+from model.data.dataset import ImageRecord, index_dataset, read_manifest
 from model.errors import DataQualityError
 from tests.unit.helpers import write_fer_tree
 from validation.config import QualityConfig

@@ -11,12 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from model.callbacks import EpochProgress
-from model.dataset import CLASSES
-from model.network import NetworkConfig, build_model, network_inside, with_temperature
-from model.predict import load_keras_model
-from model.train import TrainConfig, TrainResult, fit_model
-from model.warmstart import Parent, network_difference, start_from
+from model.contract import CLASSES
+from model.inference.predictor import load_keras_model
+from model.training.callbacks import EpochProgress
+from model.training.config import TrainConfig, TrainResult
+from model.training.fit import fit_model
+from model.training.network import NetworkConfig, build_model, network_inside, with_temperature
+from model.training.warmstart import Parent, network_difference, start_from
 from tests.unit.test_network_train import SMALL, _separable
 
 pytestmark = pytest.mark.unit
@@ -91,7 +92,7 @@ def test_another_architecture_starts_fresh_and_says_why(
 ) -> None:
     wider = build_model(NetworkConfig(filters=(16,), dense_units=16), (48, 48, 1), 7)
     fresh = wider.get_weights()
-    with caplog.at_level(logging.INFO, logger="model.warmstart"):
+    with caplog.at_level(logging.INFO, logger="model.training.warmstart"):
         warm = start_from(wider, Parent("v1", _served_parent(tmp_path, SMALL)))
     assert warm.parent is None and "weights do not fit" in warm.reason
     assert "training from scratch because champion v1's weights do not fit" in caplog.text

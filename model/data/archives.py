@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from model.errors import DatasetError
+from model.settings import ArchiveLimits
 
 logger = logging.getLogger(__name__)
 
@@ -49,22 +48,6 @@ _CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
     lzma.LZMAError,
     OSError,
 )
-
-
-class ArchiveLimits(BaseModel):
-    """Upper bounds an archive must respect to be extracted (archive-bomb guard).
-
-    Attributes:
-        max_files: most entries (files and folders) an archive may hold; FER2013 has ~35,900.
-        max_total_bytes: most uncompressed bytes an archive may extract to.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_files: int = Field(200_000, ge=1, description="Most entries an archive may hold.")
-    max_total_bytes: int = Field(
-        4 * 1024**3, ge=1, description="Most uncompressed bytes an archive may extract to."
-    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from model.dataset import CLASSES, IMAGE_SIZE
+from model.contract import CLASSES, IMAGE_SIZE
 
 if TYPE_CHECKING:
     import keras
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def load_keras_model(path: Path) -> keras.Model:
     """Load a ``.keras`` file with safe mode on (no arbitrary code from the file runs).
 
-    The platform's own layers (:mod:`model.layers`) are registered first, so models that
+    The platform's own layers (:mod:`model.inference.layers`) are registered first, so models that
     use them load; any other custom class in a file is refused.
 
     Args:
@@ -33,7 +33,7 @@ def load_keras_model(path: Path) -> keras.Model:
     """
     import keras
 
-    import model.layers  # noqa: F401  (registers the custom layers with Keras)
+    import model.inference.layers  # noqa: F401  (registers the custom layers with Keras)
 
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
@@ -139,7 +139,7 @@ class Predictor:
     batch).
 
     Args:
-        model: a Keras model or a :class:`~model.export.TFLiteRunner`, mapping
+        model: a Keras model or a :class:`~model.inference.tflite.TFLiteRunner`, mapping
             N x 48 x 48 x 1 pixels to N x len(classes) probabilities.
         version: the registry version the model came from (shown to users).
         classes: class names in label-index order.
@@ -148,7 +148,7 @@ class Predictor:
     def __init__(
         self, model: Any, version: str = "local", classes: Sequence[str] = CLASSES
     ) -> None:
-        from model.export import TFLiteRunner
+        from model.inference.tflite import TFLiteRunner
 
         self.model = model
         self.version = version
@@ -167,7 +167,8 @@ class Predictor:
         Returns:
             The predictor.
         """
-        from model.export import TFLITE_FILE, TFLiteRunner
+        from model.contract import TFLITE_FILE
+        from model.inference.tflite import TFLiteRunner
 
         exported = path.with_name(TFLITE_FILE)
         if prefer_tflite and exported.is_file():

@@ -19,16 +19,12 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from model.contract import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES, SPLITS, DatasetRef
 from model.errors import DatasetError
 from model.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-#: Class names; this alphabetical order is the label index everywhere.
-CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-SPLITS: tuple[str, ...] = ("train", "test")
-IMAGE_SIZE = 48
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 MANIFEST_NAME = "manifest.csv"
 #: Manifest ``mode`` of files that do not decode: not an image at all, or cut short (a
 #: decoder fills the missing part of a truncated JPEG with gray and only warns).
@@ -52,23 +48,6 @@ class ImageRecord:
     def decodes(self) -> bool:
         """True when the file decodes completely into an image."""
         return self.mode not in UNDECODABLE_MODES
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """A dataset on local disk, identified by its fingerprint.
-
-    Attributes:
-        root: folder in FER layout (``train/<class>/*``, ``test/<class>/*``).
-        fingerprint: hash over (split, class, relative path, content hash) of every image.
-        manifest_path: CSV with one ``ImageRecord`` per image.
-        source: what the user asked for (path or URI), for lineage.
-    """
-
-    root: Path
-    fingerprint: str
-    manifest_path: Path
-    source: str
 
 
 #: Folders that archive tools add and that are never part of a dataset.
@@ -271,7 +250,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     method = "fork" if threading.active_count() == 1 else "forkserver"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["cv2", "numpy", "model.dataset"])
+        context.set_forkserver_preload(["cv2", "numpy", "model.data.dataset"])
     return ProcessPoolExecutor(workers, mp_context=context)
 
 

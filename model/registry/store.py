@@ -26,6 +26,7 @@ from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from model.contract import MODEL_FILE
 from model.errors import IntegrityError, RegistryError, StoreUnavailable
 from model.files import sha256_file
 from model.s3 import S3Client, make_s3_client, s3_error_code
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODELS_PREFIX = "models"
-MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 CHAMPION_KEY = f"{MODELS_PREFIX}/champion.json"
 
@@ -617,8 +617,8 @@ class ModelRegistry:
         """Download what serves a version: its model and, when it has one, its TFLite export.
 
         Both land in ``<dest_dir>/<version>/`` and are sha256-verified, the export against
-        the manifest; :meth:`model.predict.Predictor.from_file` and
-        :func:`model.evaluate.load_scored` pick the export up from beside the model.
+        the manifest; :meth:`model.inference.predictor.Predictor.from_file` and
+        :func:`model.evaluation.metrics.load_scored` pick the export up from beside the model.
 
         Args:
             version: version id.
@@ -632,7 +632,7 @@ class ModelRegistry:
         Raises:
             RegistryError: if a download fails or a hash does not match.
         """
-        from model.export import TFLITE_FILE
+        from model.contract import TFLITE_FILE
 
         files = self.read_manifest(version)["files"]
         digest = expected_sha256 or files[MODEL_FILE]["sha256"]

@@ -13,15 +13,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from model.calibration import expected_calibration_error, softmax
-from model.dataset import CLASSES, IMAGE_SUFFIXES, DatasetRef, arrays_dir, load_split
+from model.contract import CLASSES, IMAGE_SUFFIXES, DatasetRef
+from model.data.dataset import arrays_dir, load_split
 from model.errors import DatasetError
-from model.predict import load_keras_model
+from model.inference.predictor import load_keras_model
+from model.training.calibration import expected_calibration_error, softmax
 
 if TYPE_CHECKING:
     import keras
 
-    from model.export import TFLiteRunner
+    from model.inference.tflite import TFLiteRunner
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def evaluate_model(model_path: Path, ref: DatasetRef, home: Path, out_dir: Path)
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    from model.predict import to_model_input
+    from model.inference.predictor import to_model_input
 
     try:
         with Image.open(path) as image:
@@ -270,7 +271,8 @@ def load_scored(model_path: Path) -> tuple[keras.Model, TFLiteRunner | None]:
     Returns:
         ``(keras model, export runner or None)``, the arguments :func:`score_model` takes.
     """
-    from model.export import TFLITE_FILE, TFLiteRunner
+    from model.contract import TFLITE_FILE
+    from model.inference.tflite import TFLiteRunner
 
     exported = model_path.with_name(TFLITE_FILE)
     runner = TFLiteRunner(exported, threads=os.cpu_count()) if exported.is_file() else None

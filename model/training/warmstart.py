@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.errors import FerError
-from model.network import NetworkConfig, network_inside
+from model.training.network import NetworkConfig, network_inside
 
 if TYPE_CHECKING:
     import keras
 
-    from model.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -70,38 +68,11 @@ def network_difference(mine: NetworkConfig, theirs: dict[str, Any]) -> str:
     return "; ".join(differences)
 
 
-def find_parent(
-    registry: ModelRegistry, network: NetworkConfig, cache_dir: Path
-) -> tuple[Parent | None, str]:
-    """The champion to warm-start from, or None and why not.
-
-    Args:
-        registry: the model store.
-        network: this run's network shape.
-        cache_dir: where the champion's model file is downloaded (sha256-verified).
-
-    Returns:
-        ``(parent, reason)``: the parent and ``""``, or None and a reason in words.
-    """
-    try:
-        pointer = registry.champion()
-        if pointer is None:
-            return None, "there is no champion yet"
-        recorded = registry.read_manifest(pointer.version).get("train_config", {})
-        difference = network_difference(network, recorded.get("network") or {})
-        if difference:
-            return None, f"champion {pointer.version} has another network ({difference})"
-        path = registry.download_model(pointer.version, cache_dir, pointer.sha256)
-    except FerError as error:
-        return None, f"the champion could not be fetched ({error})"
-    return Parent(pointer.version, path), ""
-
-
 def start_from(model: keras.Model, parent: Parent | None, reason: str = "") -> WarmStart:
     """Load ``parent``'s network weights into ``model`` when they fit; say what happened.
 
     Args:
-        model: a freshly built network (from :func:`model.network.build_model`).
+        model: a freshly built network (from :func:`model.training.network.build_model`).
         parent: the champion to start from, or None.
         reason: why there is no parent (when ``parent`` is None).
 
@@ -111,7 +82,7 @@ def start_from(model: keras.Model, parent: Parent | None, reason: str = "") -> W
     if parent is None:
         logger.info("warm start: training from scratch because %s", reason)
         return WarmStart(None, reason)
-    from model.predict import load_keras_model
+    from model.inference.predictor import load_keras_model
 
     try:
         weights = network_inside(load_keras_model(parent.model_path)).get_weights()

@@ -1,6 +1,7 @@
 """Custom Keras layers of the network, registered so saved models load with safe mode on.
 
-Imported lazily (by :mod:`model.network` and :mod:`model.predict`): importing it imports Keras.
+Imported lazily (by :mod:`model.training.network` and :mod:`model.inference.predictor`):
+importing it imports Keras.
 """
 
 from __future__ import annotations

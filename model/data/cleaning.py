@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.dataset import CLASSES, SPLITS, DatasetRef, arrays_dir, load_split, read_manifest
+from model.contract import CLASSES, SPLITS, DatasetRef
+from model.data.dataset import arrays_dir, load_split, read_manifest
 from model.errors import DatasetError
 
 logger = logging.getLogger(__name__)

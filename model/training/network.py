@@ -87,7 +87,7 @@ def _augmentation(config: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
     if config.flip:
         stack.append(layers.RandomFlip("horizontal", seed=seed, name="aug_flip"))
     if config.rotate_degrees or config.zoom or config.translate:
-        from model.layers import RandomAffine
+        from model.inference.layers import RandomAffine
 
         # One warp that XLA compiles under every backend (Keras's own rotation, zoom and
         # translation layers switch jit off for the whole model).
@@ -98,7 +98,7 @@ def _augmentation(config: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
             )
         )  # fmt: skip
     if config.crop:
-        from model.layers import TrainingCrop
+        from model.inference.layers import TrainingCrop
 
         stack.append(TrainingCrop(config.crop, seed + 6, config.crop_inference, name="aug_crop"))
     if config.contrast:
@@ -141,7 +141,7 @@ def build_model(
 
     norm = layers.BatchNormalization
     if config.fused_batch_norm:
-        from model.layers import FusedBatchNormalization as norm
+        from model.inference.layers import FusedBatchNormalization as norm
     inputs = keras.Input(shape=input_shape, name="pixels")
     x = layers.Rescaling(1.0 / 255.0)(inputs)
     for layer in _augmentation(config.augment, seed):
@@ -194,7 +194,7 @@ def with_temperature(
     from keras import layers
 
     if flip_average or shift:
-        from model.layers import InferenceViews, MeanOverViews
+        from model.inference.layers import InferenceViews, MeanOverViews
 
         corners = [(-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift)]
         views = InferenceViews([(0, 0), *(corners if shift else [])], flip_average, name="views")

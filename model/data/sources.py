@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from model.archives import ArchiveLimits, extract_archive, is_archive
-from model.dataset import DatasetRef, find_layout_root, index_dataset
-from model.download import download_url, split_sha256_fragment
+from model.contract import DatasetRef
+from model.data.archives import extract_archive, is_archive
+from model.data.dataset import find_layout_root, index_dataset
+from model.data.download import download_url, split_sha256_fragment
 from model.errors import DatasetError
 from model.files import sha256_file
 from model.s3 import S3Client, make_s3_client, s3_error_code
-from model.settings import Settings
+from model.settings import ArchiveLimits, Settings
 
 logger = logging.getLogger(__name__)
 

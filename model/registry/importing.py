@@ -18,30 +18,30 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from model.dataset import CLASSES, IMAGE_SIZE, DatasetRef, arrays_dir, load_split
+from model.contract import CLASSES, IMAGE_SIZE, MODEL_FILE, TFLITE_FILE, DatasetRef
+from model.data.dataset import arrays_dir, load_split
 from model.errors import ImportRefused
-from model.evaluate import Metrics, evaluate_model
-from model.export import TFLITE_FILE, export_tflite
+from model.evaluation.gate import Decision, GateConfig, decide, enforce
+from model.evaluation.metrics import Metrics, evaluate_model
 from model.files import sha256_file
-from model.gate import Decision, GateConfig, decide, enforce, score_champion
-from model.lineage import publish_run
-from model.network import fold_served_model
-from model.predict import load_keras_model
-from model.train import (
+from model.inference.predictor import load_keras_model
+from model.registry.champion import score_champion
+from model.registry.lineage import publish_run
+from model.training.config import (
     CURVES_FILE,
     EXPORT_CHECK_IMAGES,
     HISTORY_FILE,
-    MODEL_FILE,
     TrainConfig,
     TrainResult,
-    new_run_dir,
-    plot_curves,
 )
+from model.training.export import export_tflite
+from model.training.fit import new_run_dir, plot_curves
+from model.training.network import fold_served_model
 
 if TYPE_CHECKING:
     import keras
 
-    from model.registry import ModelRegistry
+    from model.registry.store import ModelRegistry
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Evaluation: metrics on the test split and the gate's decision."""

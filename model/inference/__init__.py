@@ -1,0 +1,1 @@
+"""Inference: loading a saved model with its custom layers; the shared Predictor."""

@@ -1,0 +1,1 @@
+"""Training: config and profiles, network, callbacks, fit, calibration, export."""
