@@ -4,7 +4,8 @@ Each recipe is a training profile with a JSON overlay of ``TrainConfig`` fields;
 gets the same ``--budget-minutes`` (the budget machinery plans the epochs, so a cheaper
 network simply runs more of them). Each runs in a fresh process on the cleaned training
 split of ``--dataset``, one after the other, and is scored as the platform scores a
-challenger (``model.evaluation.metrics.evaluate_model``: the served export on the public test split).
+challenger (``model.evaluation.metrics.evaluate_model``: the served export on the public test
+split).
 
 ``--isa avx2`` caps oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``) and trains in float32: what
 ``precision="auto"`` does on a CPU without native bfloat16. It is an emulation of such a

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TextIO
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+from flows.progress import ProgressDisplay, following_tagged_run
 from model.evaluation.gate import GateConfig
 from model.settings import get_settings
 from model.training.config import TrainConfig
@@ -21,6 +26,9 @@ from tasks.publish import promote_version_task, publish_model_task
 from tasks.train import train_model_task
 from tasks.validate import check_data_quality_task, validate_dataset_task
 from validation.config import QualityConfig
+
+if TYPE_CHECKING:
+    from model.settings import Settings
 
 #: Global concurrency limit (one slot) held for a whole retrain, however it was started.
 RETRAIN_LIMIT = "fer-retrain"
@@ -105,3 +113,54 @@ def retrain(
         version = publish_model_task(trained, metrics, ref, train_config, decision)
         promote_version_task(version)
     return version
+
+
+def run_retrain(
+    settings: Settings,
+    dataset: str | None,
+    train_config: TrainConfig,
+    gate_config: GateConfig,
+    quality_config: QualityConfig | None = None,
+    progress: TextIO | None = None,
+) -> str:
+    """Run the retrain flow in this process against the configured Prefect server.
+
+    Args:
+        settings: platform settings (Prefect API URL).
+        dataset: dataset source, or None for the ``FER_DATASET`` setting.
+        train_config: hyperparameters.
+        gate_config: promotion criteria.
+        quality_config: data-quality bounds; None for the defaults.
+        progress: where to show the stage and the training progress (a bar on a terminal;
+            the per-epoch lines are the run's own log lines there); None shows nothing.
+
+    Returns:
+        The promoted version.
+
+    Raises:
+        FerError: the run's own failure (data quality, gate, store) when it failed.
+    """
+    from infra.services import require_prefect
+
+    require_prefect(settings)
+    prefect_settings = {
+        PREFECT_API_URL: settings.prefect_url,
+        # The validation cache lives under the platform home, as for the worker's runs.
+        PREFECT_LOCAL_STORAGE_PATH: settings.home_dir / "prefect" / "storage",
+    }
+    tag = f"fer-cli-{uuid.uuid4().hex[:12]}"  # how the progress display finds this run
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(temporary_settings(prefect_settings))
+        stack.enter_context(tags(tag))
+        if progress is not None:
+            display = ProgressDisplay(progress, epoch_lines=False)
+            stack.enter_context(following_tagged_run(tag, display))
+        state = retrain(
+            dataset=dataset,
+            train_config=train_config,
+            gate_config=gate_config,
+            quality_config=quality_config or QualityConfig(),
+            return_state=True,
+        )
+    # Re-raises the exception that failed the run (GateFailed, DataQualityError, ...).
+    return str(state.result())

@@ -206,6 +206,23 @@ def _prefect_health(url: str) -> bool:
         return False
 
 
+def require_prefect(settings: Settings) -> None:
+    """Raise unless the configured Prefect API answers.
+
+    Raises:
+        ServiceError: naming the URL and how to start a server.
+    """
+    try:
+        healthy = httpx.get(f"{settings.prefect_url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        raise ServiceError(
+            f"no Prefect server answers at {settings.prefect_url}; start one with "
+            "`fer services up` or set FER_PREFECT_API_URL to a running server"
+        )
+
+
 def _s3_health(url: str) -> bool:
     try:
         # Any HTTP answer (403 without credentials) means the S3 API is listening.

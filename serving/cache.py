@@ -1,8 +1,8 @@
 """Serving's local model cache: what was last served (verified), and keeping it small.
 
-The cache holds ``<cache>/<version>/<file>`` hard-linked to ``<cache>/blobs/<sha256>`` (see
-:meth:`model.registry.store.ModelRegistry.download_file`) and ``served.json``, the record of the last
-model that was verified and swapped in; from it the app can start while the store is down.
+The cache holds ``<cache>/<version>/<file>`` hard-linked to ``<cache>/blobs/<sha256>``
+(see :meth:`model.registry.store.ModelRegistry.download_file`) and ``served.json``, the record of
+the last model that was verified and swapped in; from it the app can start while the store is down.
 """
 
 from __future__ import annotations

@@ -9,14 +9,12 @@ from model.contract import DatasetRef
 from model.evaluation.metrics import CONFUSION_FILE, Metrics, evaluate_model
 from model.registry.store import ModelRegistry
 from model.training.config import CURVES_FILE, TrainResult
-from tasks.common import retry_unless_platform_error, settings
+from tasks.common import retrying, settings
 
 
 @task(
     name="evaluate_model",
-    retries=2,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_unless_platform_error,
+    **retrying(2, first_delay_seconds=10),
     timeout_seconds=1800,
 )
 def evaluate_model_task(trained: TrainResult, ref: DatasetRef) -> Metrics:

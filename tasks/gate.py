@@ -12,14 +12,12 @@ from model.evaluation.gate import Decision, GateConfig, decide, enforce
 from model.evaluation.metrics import Metrics
 from model.registry.champion import score_champion
 from model.registry.store import ModelRegistry
-from tasks.common import retry_unless_platform_error, settings
+from tasks.common import retrying, settings
 
 
 @task(
     name="check_gate",
-    retries=2,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_unless_platform_error,
+    **retrying(2, first_delay_seconds=10),
     timeout_seconds=1800,
 )
 def check_gate_task(

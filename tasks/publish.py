@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.tasks import exponential_backoff
 
 from model.contract import DatasetRef
 from model.evaluation.gate import Decision
@@ -12,16 +11,13 @@ from model.evaluation.metrics import Metrics
 from model.registry.lineage import publish_run
 from model.registry.store import ChampionPointer, ModelRegistry
 from model.training.config import TrainConfig, TrainResult
-from tasks.common import retry_unless_platform_error, settings
+from tasks.common import retrying, settings
 
 
 @task(
     name="publish_model",
-    # A store outage outlasting boto3's own retries: wait 10, 20, 40 s (+-50 %) and retry.
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_unless_platform_error,
+    # A store outage outlasting boto3's own retries.
+    **retrying(3, first_delay_seconds=10),
     timeout_seconds=1800,
 )
 def publish_model_task(
@@ -51,10 +47,7 @@ def publish_model_task(
 
 @task(
     name="promote_version",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_unless_platform_error,
+    **retrying(3, first_delay_seconds=5),
     timeout_seconds=300,
 )
 def promote_version_task(version: str) -> ChampionPointer:

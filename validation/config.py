@@ -9,9 +9,12 @@ copies in train; 1,532 extra copies of identical images (4.7 %); 13 near-blank i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.errors import ConfigError
 
 
 class QualityConfig(BaseModel):
@@ -91,3 +94,28 @@ class QualityConfig(BaseModel):
         if self.share_shift_warning > self.share_shift_critical:
             raise ValueError("share_shift_warning must not exceed share_shift_critical")
         return self
+
+
+def read_quality_config(path: Path | None) -> QualityConfig:
+    """Read the data-quality bounds from a JSON file, or return the defaults.
+
+    Args:
+        path: a JSON file of QualityConfig fields; None for the defaults.
+
+    Raises:
+        ConfigError: the file cannot be read or is not a valid QualityConfig, naming the field.
+    """
+    if path is None:
+        return QualityConfig()
+    try:
+        return QualityConfig.model_validate_json(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read --quality-config {path}: {error.strerror}") from error
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(
+            f"--quality-config {path} is not a valid QualityConfig ({problems}); "
+            "see docs/data.md for the fields"
+        ) from error

@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 
 from model.contract import DatasetRef
+from model.errors import RegistryError
 from model.evaluation.gate import ChampionScore
 from model.registry.store import ModelRegistry
+from model.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +57,30 @@ def score_champion(
         version=pointer.version, accuracy=metrics.accuracy, macro_f1=metrics.macro_f1,
         rescored=True,
     )  # fmt: skip
+
+
+def local_model_file(spec: str, settings: Settings) -> Path:
+    """A local ``.keras`` file for ``champion``, a version id in the store, or a path.
+
+    Stored versions are downloaded (sha256-verified) with their TFLite export beside the model,
+    under the platform home; a path is used as it is, without the store.
+
+    Args:
+        spec: ``champion``, a version id, or a path to a ``.keras`` file.
+        settings: the store to read and the platform home.
+
+    Raises:
+        RegistryError: there is no champion yet, or the version is not in the store.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    registry = ModelRegistry.from_settings(settings)
+    if spec == "champion":
+        pointer = registry.champion()
+        if pointer is None:
+            raise RegistryError("no champion has been promoted yet; run `fer retrain` first")
+        version, sha256 = pointer.version, pointer.sha256
+    else:
+        version, sha256 = spec, None
+    return registry.download_served(version, settings.home_dir / "models", sha256)

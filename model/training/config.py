@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model.contract import IMAGE_SIZE
 from model.data.cleaning import CleaningConfig
+from model.errors import ConfigError
 from model.training.network import AugmentConfig, NetworkConfig
 from model.training.warmstart import WarmStart
 
@@ -157,6 +158,23 @@ class TrainConfig(BaseModel):
         if not self.test_time_shifts:
             return 0
         return (IMAGE_SIZE - self.network.augment.crop) // 2
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides: Any) -> TrainConfig:
+        """A named profile with the values a user gave (None: not given) applied on top.
+
+        Args:
+            profile: ``quick``, ``cpu`` or ``gpu``.
+            **overrides: TrainConfig fields; None values are ignored.
+
+        Raises:
+            ConfigError: the profile is unknown.
+        """
+        if profile not in ("quick", "cpu", "gpu"):
+            raise ConfigError(f"unknown --profile {profile!r}; choose quick, cpu or gpu")
+        base = cls.profile(profile)  # type: ignore[arg-type]
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return cls.model_validate({**base.model_dump(), **given})
 
     @classmethod
     def profile(cls, name: Profile) -> TrainConfig:

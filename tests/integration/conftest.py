@@ -26,7 +26,7 @@ SUBSET_QUALITY = QualityConfig(
 @pytest.fixture(scope="session")
 def champion_version(services: Settings, fer_subset: Path) -> str:
     """One successful retrain run on the real subset (no accuracy floor), promoted."""
-    from flows.cli import run_retrain
+    from flows.retrain import run_retrain
 
     return run_retrain(
         services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.0), SUBSET_QUALITY

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.cli import run_retrain
+from flows.retrain import run_retrain
 from model.contract import CLASSES
 from model.data.dataset import compute_fingerprint, scan_dataset
 from model.errors import DataQualityError, GateFailed

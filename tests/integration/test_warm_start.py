@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import run_retrain
+from flows.retrain import run_retrain
 from model.evaluation.gate import GateConfig
 from model.registry.lineage import find_parent
 from model.registry.store import ModelRegistry

@@ -86,9 +86,10 @@ def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def test_profile_options_override_the_profile_and_bad_profiles_are_named() -> None:
-    from flows.cli import _train_config
     from model.errors import ConfigError
     from model.training.config import TrainConfig
+
+    _train_config = TrainConfig.from_profile
 
     cpu = _train_config("cpu", epochs=3, batch_size=None)
     assert cpu.epochs == 3
@@ -127,3 +128,30 @@ def test_worker_and_deploy_options_are_checked_before_prefect_is_contacted(
     result = CliRunner().invoke(app, ["deploy", "--profile", "quick"])
     assert result.exit_code == 1
     assert "--profile must be cpu or gpu, not 'quick'" in result.output
+
+
+def test_the_gate_options_written_once_reach_a_command_as_one_gate_config() -> None:
+    from flows.cli.common import with_gate_options
+    from model.evaluation.gate import GateConfig
+
+    received: list[GateConfig] = []
+    probe = typer.Typer()
+
+    @probe.command()
+    @with_gate_options
+    def gated(name: str = "x", *, gate: GateConfig) -> None:
+        received.append(gate)
+
+    result = CliRunner().invoke(probe, ["--min-accuracy", "0.5", "--max-regression", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert received == [GateConfig(min_accuracy=0.5, max_regression=0.2)]
+    assert CliRunner().invoke(probe, []).exit_code == 0
+    assert received[-1] == GateConfig()
+    out_of_range = CliRunner().invoke(probe, ["--min-class-recall", "2"])
+    assert out_of_range.exit_code == 2 and "min-class-recall" in out_of_range.output
+    for command in ("retrain", "up", "models import"):
+        usage = CliRunner().invoke(app, [*command.split(), "--help"]).output
+        assert all(f"--{name.replace('_', '-')}" in usage for name in GATE_OPTION_NAMES)
+
+
+GATE_OPTION_NAMES = ("min_accuracy", "min_macro_f1", "min_class_recall", "max_regression")
