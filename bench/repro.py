@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def train_once(args: argparse.Namespace) -> dict[str, list[float]]:
     """One run in this process; its per-epoch validation accuracy and training loss."""
-    from model.data.cleaning import CleaningConfig, cleaned_train_arrays
+    from model.data.cleaning import CleaningConfig, clean_dataset, cleaned_train_arrays
     from model.data.dataset import index_dataset
     from model.training.config import TrainConfig
     from model.training.fit import fit_model
 
     ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
-    x, y, _ = cleaned_train_arrays(ref, args.home, CleaningConfig())
+    x, y = cleaned_train_arrays(ref, args.home, clean_dataset(ref, args.home, CleaningConfig()))
     pick = np.sort(np.random.default_rng(0).permutation(len(y))[: args.images])
     config = TrainConfig.profile("cpu").model_copy(
         update={"epochs": args.epochs, "time_budget_minutes": None, "seed": args.seed}

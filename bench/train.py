@@ -122,14 +122,14 @@ VARIANTS = (
 
 def measure(args: argparse.Namespace) -> dict[str, float | list[float]]:
     """Train ``args.variant`` in this process; images/s per timed epoch and cores used."""
-    from model.data.cleaning import CleaningConfig, cleaned_train_arrays
+    from model.data.cleaning import CleaningConfig, clean_dataset, cleaned_train_arrays
     from model.data.dataset import index_dataset
     from model.training.fit import configure_threads
 
     if not args.variant.endswith("tf-threads"):
         configure_threads()
     ref = index_dataset(args.dataset.resolve(), args.home, str(args.dataset))
-    x, y, _ = cleaned_train_arrays(ref, args.home, CleaningConfig())
+    x, y = cleaned_train_arrays(ref, args.home, clean_dataset(ref, args.home, CleaningConfig()))
     pick = np.sort(np.random.default_rng(0).permutation(len(y))[: args.images])
     x, y = np.ascontiguousarray(x[pick]), y[pick]
     variant = args.variant.removesuffix("-tf-threads")

@@ -32,7 +32,7 @@ STAGES = ("imports", "index", "profile", "suites", "report", "total")
 def one_run(root: Path, home: Path) -> dict[str, float]:
     """Validate once, timing each stage (runs in the child process)."""
     started = time.perf_counter()
-    from model.data.cleaning import CleaningConfig, pixel_records
+    from model.data.cleaning import pixel_records
     from model.data.dataset import index_dataset, read_manifest
     from validation.config import QualityConfig
     from validation.profile import profile_dataset
@@ -45,7 +45,10 @@ def one_run(root: Path, home: Path) -> dict[str, float]:
     times["index"] = time.perf_counter() - mark
     mark = time.perf_counter()
     profile = profile_dataset(
-        ref.root, read_manifest(ref.manifest_path), pixel_records(ref, home), CleaningConfig()
+        ref.root,
+        read_manifest(ref.manifest_path),
+        pixel_records(ref, home),
+        QualityConfig().near_blank_std,
     )
     times["profile"] = time.perf_counter() - mark
     mark = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The retrain flow: acquire -> validate -> train -> evaluate -> gate -> publish -> promote."""
+"""The retrain flow: acquire, validate, clean, train, evaluate, gate, publish, promote."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from model.evaluation.gate import GateConfig
 from model.settings import get_settings
 from model.training.config import TrainConfig
 from tasks.acquire import acquire_dataset_task
+from tasks.clean import clean_dataset_task
 from tasks.evaluate import evaluate_model_task
 from tasks.gate import check_gate_task
 from tasks.publish import promote_version_task, publish_model_task
@@ -105,9 +106,10 @@ def retrain(
     with retrain_slot():
         logger.info("holding the %r slot", RETRAIN_LIMIT)
         ref = acquire_dataset_task(dataset or get_settings().dataset)
-        validated = validate_dataset_task(ref, quality_config, train_config.cleaning)
+        validated = validate_dataset_task(ref, quality_config)
         check_data_quality_task(validated)
-        trained = train_model_task(ref, train_config)
+        cleaned = clean_dataset_task(ref, train_config.cleaning)
+        trained = train_model_task(ref, train_config, cleaned)
         metrics = evaluate_model_task(trained, ref)
         decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
         version = publish_model_task(trained, metrics, ref, train_config, decision)

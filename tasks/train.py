@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from model.contract import DatasetRef
+from model.data.cleaning import Cleaned
 from model.registry.lineage import find_parent
 from model.registry.store import ModelRegistry
 from model.training.config import TrainConfig, TrainResult
@@ -22,8 +23,10 @@ PROGRESS_KEY = "training-progress"
 
 
 @task(name="train_model", timeout_seconds=6 * 3600)
-def train_model_task(ref: DatasetRef, config: TrainConfig) -> TrainResult:
-    """Train and save the model; returns paths, not the model.
+def train_model_task(
+    ref: DatasetRef, config: TrainConfig, cleaned: Cleaned | None = None
+) -> TrainResult:
+    """Train on what the clean step kept and save the model; returns paths, not the model.
 
     Each epoch moves the ``training-progress`` artifact and writes one log line; with
     ``config.warm_start`` the current champion is looked up as the parent.
@@ -50,6 +53,7 @@ def train_model_task(ref: DatasetRef, config: TrainConfig) -> TrainResult:
         listeners=(report,),
         parent=parent,
         no_parent_reason=reason,
+        cleaned=cleaned,
     )
     best = result.best_val_accuracy
     done = f"done after {result.epochs_run} epochs, best val_accuracy {best:.4f}"

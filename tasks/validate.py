@@ -12,7 +12,6 @@ from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
 from model.contract import DatasetRef
-from model.data.cleaning import CleaningConfig
 from model.registry.store import ModelRegistry
 from model.version import code_version
 from tasks.common import settings
@@ -37,7 +36,7 @@ class ValidatedDataset:
 
 
 def validation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Same data, same bounds and cleaning, same code and store: the same validation.
+    """Same data, same bounds, same code and store: the same validation.
 
     The home and the store are part of the key, so a result is never reused by a platform
     instance that cannot see the report it points at.
@@ -46,7 +45,6 @@ def validation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) ->
     parts = (
         parameters["ref"].fingerprint,
         parameters["config"].model_dump_json(),
-        parameters["cleaning"].model_dump_json(),
         code_version(),
         str(current.home_dir),
         current.s3_url,
@@ -61,9 +59,7 @@ def validation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) ->
     cache_key_fn=validation_cache_key,
     persist_result=True,
 )
-def validate_dataset_task(
-    ref: DatasetRef, config: QualityConfig, cleaning: CleaningConfig
-) -> ValidatedDataset:
+def validate_dataset_task(ref: DatasetRef, config: QualityConfig) -> ValidatedDataset:
     """Run the GX suites and put the report in the store.
 
     Cached by dataset fingerprint (see :func:`validation_cache_key`): an unchanged dataset is
@@ -71,7 +67,7 @@ def validate_dataset_task(
     """
     current = settings()
     run_name = flow_run.get_name() or ref.fingerprint[:12]
-    report = validate_ref(ref, current.home_dir, run_name, config, cleaning)
+    report = validate_ref(ref, current.home_dir, run_name, config)
     key = location = None
     if report.report_dir is not None:
         registry = ModelRegistry.from_settings(current)
@@ -111,7 +107,6 @@ def _publish_artifacts(report: QualityReport, location: str | None, link: str | 
         f"[Open the report]({link}) (link valid 7 days)" if link else "",
         f"Report (self-contained HTML + Data Docs): `{location}`" if location else "",
         f"Local copy: `{report.index}`" if report.index else "",
-        f"Cleaning plan (every removed path): `{report.cleaning_path}`",
         "",
         *(f"- **{o.severity}** {o.message}" for o in report.critical_failures + report.warnings),
     ]

@@ -79,6 +79,12 @@ class QualityConfig(BaseModel):
         description="Critical: largest fraction of images that repeat an earlier image's "
         "pixels; any copy is a warning.",
     )
+    near_blank_std: float = Field(
+        1.0,
+        ge=0,
+        description="Pixel standard deviation below which an image counts as near-blank (the "
+        "clean step's default threshold too).",
+    )
     max_near_blank_fraction: float = Field(
         0.005,
         ge=0,

@@ -4,12 +4,14 @@ GX has no image type, so a dataset becomes three DataFrames:
 
 * :func:`image_table`: one row per image file, the manifest plus decoded facts (decodes?,
   pixel hash and standard deviation) and per-image flags: near-blank, a repeat of an earlier
-  image's pixels, part of a label-conflicting group, a test image leaked from train, and a
-  training image kept by cleaning that still occurs in test;
+  image's pixels, part of a label-conflicting group, and a test image leaked from train;
 * :func:`class_table`: one row per class: folder present?, count and share in each split, and
   how far the test share is from the train share;
 * :func:`summary_table`: one row of dataset-wide figures (totals, imbalance ratio, leakage,
-  copies, near-blank images, what cleaning removed).
+  copies, near-blank images).
+
+The data are checked as they came; what the clean step then removes from train is its own
+report (:mod:`model.data.cleaning`).
 
 A flag that does not apply to a row (leakage of a training image, say) is left empty: GX skips
 missing values, so ``mostly`` bounds are fractions of the rows the flag applies to.
@@ -26,18 +28,17 @@ import numpy as np
 import pandas as pd
 
 from model.contract import CLASSES, SPLITS
-from model.data.cleaning import CleaningConfig, CleaningReport, PixelRecord, clean_train
+from model.data.cleaning import PixelRecord, duplicate_stats
 from model.data.dataset import ImageRecord, class_folders
 
 
 @dataclass(frozen=True)
 class DatasetProfile:
-    """A dataset's tables and its cleaning plan."""
+    """A dataset's tables."""
 
     images: pd.DataFrame
     classes: pd.DataFrame
     summary: pd.DataFrame
-    cleaning: CleaningReport
 
 
 def _flag(values: Sequence[bool | None]) -> pd.Series:
@@ -48,31 +49,27 @@ def _flag(values: Sequence[bool | None]) -> pd.Series:
 def image_table(
     records: Sequence[ImageRecord],
     pixels: Sequence[PixelRecord],
-    cleaning: CleaningReport,
-    config: CleaningConfig,
+    near_blank_std: float,
 ) -> pd.DataFrame:
     """One row per image: manifest columns, decoded facts and quality flags.
 
     Args:
         records: the manifest.
         pixels: decoded facts of the images of known classes (:func:`pixel_records`).
-        cleaning: the cleaning plan made from ``pixels``.
-        config: the near-blank threshold.
+        near_blank_std: pixel standard deviation below which an image is near-blank.
 
     Returns:
         Columns ``split label relpath sha256 bytes decodes width height mode pixel_sha256
-        pixel_std near_blank repeats_earlier label_conflict leaked_from_train kept_in_test``.
+        pixel_std near_blank repeats_earlier label_conflict leaked_from_train``.
         Size and mode are missing for files that do not decode; pixel facts and flags are
         missing for those and for images outside the known classes.
     """
     facts = {(p.split, p.relpath): p for p in pixels}
-    removed = {path for paths in cleaning.removed.values() for path in paths}
     by_pixels: dict[str, list[PixelRecord]] = {}
     for p in pixels:
         if p.pixel_sha256:
             by_pixels.setdefault(p.pixel_sha256, []).append(p)
     train_pixels = {p.pixel_sha256 for p in pixels if p.split == "train" and p.pixel_sha256}
-    test_pixels = {p.pixel_sha256 for p in pixels if p.split == "test" and p.pixel_sha256}
 
     rows = []
     seen: set[str] = set()
@@ -95,19 +92,15 @@ def image_table(
             "repeats_earlier": None,
             "label_conflict": None,
             "leaked_from_train": None,
-            "kept_in_test": None,
         }
         if fact is not None and digest:
             group = by_pixels[digest]
-            row["near_blank"] = fact.pixel_std < config.near_blank_std
+            row["near_blank"] = fact.pixel_std < near_blank_std
             row["repeats_earlier"] = digest in seen
             row["label_conflict"] = len({p.label for p in group}) > 1
             seen.add(digest)
             if record.split == "test":
                 row["leaked_from_train"] = digest in train_pixels
-            elif record.relpath not in removed:
-                # The cleaning step's own guarantee, checked independently of its rules.
-                row["kept_in_test"] = digest in test_pixels
         rows.append(row)
 
     table = pd.DataFrame(rows, columns=list(_IMAGE_COLUMNS))
@@ -124,7 +117,6 @@ _FLAG_COLUMNS = (
     "repeats_earlier",
     "label_conflict",
     "leaked_from_train",
-    "kept_in_test",
 )
 _IMAGE_COLUMNS = (
     "split",
@@ -190,19 +182,23 @@ def class_table(
 
 
 def summary_table(
-    images: pd.DataFrame, classes: pd.DataFrame, cleaning: CleaningReport
+    images: pd.DataFrame,
+    classes: pd.DataFrame,
+    pixels: Sequence[PixelRecord],
+    near_blank_std: float,
 ) -> pd.DataFrame:
     """One row of dataset-wide figures.
 
     Args:
         images: :func:`image_table`.
         classes: :func:`class_table`.
-        cleaning: the cleaning plan.
+        pixels: decoded facts (for the duplicate and leakage figures).
+        near_blank_std: the near-blank threshold.
 
     Returns:
         Columns: images per split, ``imbalance_ratio`` (largest/smallest train class of the
         expected ones; missing when one is empty or absent), the raw duplicate and leakage
-        figures, and the training images cleaning keeps and removes per reason.
+        figures and the near-blank images.
     """
     expected = classes[classes["expected"]]
     train_counts = expected["train_count"]
@@ -212,7 +208,7 @@ def summary_table(
         if len(train_counts) and not pd.isna(smallest) and smallest > 0
         else np.nan
     )
-    stats = cleaning.stats
+    stats = duplicate_stats(pixels, near_blank_std)
     test_images = int((images["split"] == "test").sum())
     row: dict[str, object] = {
         "train_images": int((images["split"] == "train").sum()),
@@ -226,8 +222,6 @@ def summary_table(
         "leaked_test_fraction": stats.leaked_test_images / test_images if test_images else 0.0,
         "conflicting_label_groups": stats.conflicting_label_groups,
         "near_blank_images": stats.near_blank,
-        "train_after_cleaning": cleaning.train_after,
-        **{f"removed_{reason}": count for reason, count in cleaning.removed_counts.items()},
     }
     return pd.DataFrame([row])
 
@@ -236,24 +230,22 @@ def profile_dataset(
     root: Path,
     records: Sequence[ImageRecord],
     pixels: Sequence[PixelRecord],
-    config: CleaningConfig,
+    near_blank_std: float,
     classes: Sequence[str] = CLASSES,
 ) -> DatasetProfile:
-    """Build the three tables and the cleaning plan of a dataset.
+    """Build the three tables of a dataset.
 
     Args:
         root: the dataset folder (for its class folders, empty ones included).
         records: its manifest.
         pixels: decoded facts (:func:`model.data.cleaning.pixel_records`).
-        config: cleaning thresholds (the same ones training uses).
+        near_blank_std: pixel standard deviation below which an image is near-blank.
         classes: expected classes.
 
     Returns:
         The profile.
     """
-    cleaning = clean_train(pixels, config)
-    images = image_table(records, pixels, cleaning, config)
+    images = image_table(records, pixels, near_blank_std)
     classes_frame = class_table(records, class_folders(root), classes)
-    return DatasetProfile(
-        images, classes_frame, summary_table(images, classes_frame, cleaning), cleaning
-    )
+    summary = summary_table(images, classes_frame, pixels, near_blank_std)
+    return DatasetProfile(images, classes_frame, summary)

@@ -1,7 +1,7 @@
 """The data-quality report people read: a summary page plus GX's Data Docs, readable offline.
 
 :func:`write_report` puts one folder together per run: ``index.html`` (self-contained: inline
-CSS, no scripts) with the verdict, the checks, class counts and what cleaning removed, and
+CSS, no scripts) with the verdict, the checks, class counts and dataset-wide figures, and
 beside it this run's GX Data Docs pages. GX's pages link Bootstrap, jQuery and more from CDNs;
 the copies here link a local stylesheet (``static/offline.css``) instead and load no remote
 scripts, so the folder reads the same from the S3 store, a laptop or an air-gapped cluster.
@@ -39,9 +39,8 @@ class QualityReport:
         root: the dataset folder.
         outcomes: one per check, passed or not.
         classes: per class: label, images and share per split.
-        summary: dataset-wide figures (totals, imbalance, leakage, copies, cleaning).
+        summary: dataset-wide figures (totals, imbalance, leakage, copies, near-blank).
         report_dir: local folder with ``index.html`` and the Data Docs pages, or None.
-        cleaning_path: the cleaning plan with every removed path, or None.
     """
 
     run_name: str
@@ -51,7 +50,6 @@ class QualityReport:
     classes: tuple[dict[str, Any], ...]
     summary: dict[str, Any]
     report_dir: Path | None = None
-    cleaning_path: Path | None = None
 
     @property
     def critical_failures(self) -> tuple[Outcome, ...]:
@@ -190,7 +188,7 @@ def render_index(report: QualityReport, pages: list[str]) -> str:
         f"<p>Dataset <code>{html.escape(report.fingerprint[:12])}</code> at "
         f"<code>{html.escape(report.root)}</code></p>"
         f"<h2>Checks</h2>{checks_html}<h2>Classes</h2>{classes}"
-        f"<h2>Figures and cleaning</h2>{summary}"
+        f"<h2>Figures</h2>{summary}"
         f"<h2>Great Expectations Data Docs</h2><ul>{links}</ul>"
         "</body></html>"
     )

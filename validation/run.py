@@ -1,4 +1,4 @@
-"""Validate an indexed dataset end to end: profile, GX suites, cleaning plan, report folder."""
+"""Validate an indexed dataset end to end: profile, GX suites, report folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from model.contract import DatasetRef
-from model.data.cleaning import CLEANING_FILE, CleaningConfig, pixel_records, write_cleaning
+from model.data.cleaning import pixel_records
 from model.data.dataset import read_manifest
 from model.errors import DataQualityError
 from validation.config import QualityConfig
@@ -28,29 +28,25 @@ def validate_ref(
     home: Path,
     run_name: str,
     config: QualityConfig | None = None,
-    cleaning: CleaningConfig | None = None,
 ) -> QualityReport:
     """Profile a dataset, run the GX suites and write the report folder.
 
-    The cleaning plan (what training will leave out, with every path) is written beside the
-    dataset's manifest, so the report and the model's lineage point at the same file.
+    The data are checked as they came; the clean step that follows decides what training
+    leaves out.
 
     Args:
         ref: the indexed dataset.
         home: platform home (array cache, GX context under ``gx/``, reports).
         run_name: name of this validation run (Data Docs, report folder).
         config: bounds; defaults to :class:`QualityConfig`'s.
-        cleaning: cleaning thresholds, the same ones training uses.
 
     Returns:
         The report (successful or not); ``report_dir`` is ``<home>/reports/<run_name>``.
     """
     config = config or QualityConfig()
-    cleaning = cleaning or CleaningConfig()
     records = read_manifest(ref.manifest_path)
-    profile = profile_dataset(ref.root, records, pixel_records(ref, home), cleaning)
-    cleaning_path = ref.manifest_path.with_name(CLEANING_FILE)
-    write_cleaning(profile.cleaning, cleaning_path)
+    pixels = pixel_records(ref, home)
+    profile = profile_dataset(ref.root, records, pixels, config.near_blank_std)
     suites = run_suites(profile, config, home / "gx", run_name)
     report = QualityReport(
         run_name=run_name,
@@ -59,7 +55,6 @@ def validate_ref(
         outcomes=suites.outcomes,
         classes=class_rows(profile.classes),
         summary=plain_summary(profile.summary),
-        cleaning_path=cleaning_path,
     )
     out = reports_dir(home) / _safe_name(run_name)
     write_report(report, out, suites.docs_index, suites.pages)

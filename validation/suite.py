@@ -161,9 +161,6 @@ def build_checks(config: QualityConfig) -> list[Check]:
               _in_set("leaked_from_train", 1 - c.max_leaked_test_fraction),
               f"At most {c.max_leaked_test_fraction:.0%} of test images occur in train "
               "(before cleaning); more means the source is broken."),
-        Check("cleaned_train_disjoint_from_test", "images", "critical",
-              "ExpectColumnValuesToBeInSet", _in_set("kept_in_test"),
-              "No training image kept by cleaning has pixels that occur in test."),
         Check("copies_none", "images", "warning", "ExpectColumnValuesToBeInSet",
               _in_set("repeats_earlier"), "No image repeats another image's pixels."),
         Check("copies_bounded", "images", "critical", "ExpectColumnValuesToBeInSet",
@@ -592,14 +589,6 @@ def _msg_leakage_bounded(p: DatasetProfile, c: QualityConfig) -> str:
     )
 
 
-def _msg_cleaned(p: DatasetProfile, c: QualityConfig) -> str:
-    rows = _flagged(p.images, "kept_in_test")
-    return (
-        f"{len(rows):,} training image(s) kept by cleaning have pixels that occur in test: "
-        f"{_paths(rows)}; this is a bug in the cleaning step: do not train on this dataset"
-    )
-
-
 def _msg_copies(bounded: bool) -> _Message:
     def message(p: DatasetProfile, c: QualityConfig) -> str:
         rows = _flagged(p.images, "repeats_earlier")
@@ -662,7 +651,6 @@ _MESSAGES: dict[str, _Message] = {
     "class_share_shift_bounded": _msg_shift("share_shift_critical"),
     "leakage_none": _msg_leakage_none,
     "leakage_bounded": _msg_leakage_bounded,
-    "cleaned_train_disjoint_from_test": _msg_cleaned,
     "copies_none": _msg_copies(bounded=False),
     "copies_bounded": _msg_copies(bounded=True),
     "label_conflicts_none": _msg_conflicts,

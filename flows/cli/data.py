@@ -83,8 +83,7 @@ def _print_quality(report: QualityReport) -> None:
         f"imbalance ratio {summary['imbalance_ratio'] or '-'}; duplicates: "
         f"{summary['duplicate_groups']:,} groups ({summary['extra_copies']:,} extra copies); "
         f"leaked test images {summary['leaked_test_images']:,}; "
-        f"near-blank {summary['near_blank_images']:,}; "
-        f"train after cleaning {summary['train_after_cleaning']:,}"
+        f"near-blank {summary['near_blank_images']:,}"
     )
     passed = sum(o.success for o in report.outcomes)
     typer.echo(f"{passed} of {len(report.outcomes)} checks passed")
@@ -98,10 +97,12 @@ def _print_quality(report: QualityReport) -> None:
 def data_validate(source: SourceArgument, quality_config: QualityConfigFile = None) -> None:
     """Run the data-quality checks on a dataset; exit 1 if a critical check fails.
 
-    Prints the images per class, every failed check and where the HTML report is.
+    Prints the images per class, every failed check and where the HTML report is; when the
+    checks pass, what the clean step would keep of train.
     """
     from datetime import UTC, datetime
 
+    from model.data.cleaning import CleaningConfig, clean_dataset
     from model.data.sources import acquire_dataset
     from validation.config import read_quality_config
     from validation.run import validate_ref
@@ -118,3 +119,8 @@ def data_validate(source: SourceArgument, quality_config: QualityConfigFile = No
         typer.secho(f"FAILED critical check(s): {names}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo("data quality passed")
+    cleaned = clean_dataset(ref, settings.home_dir, CleaningConfig())
+    typer.echo(
+        f"cleaning keeps {cleaned.train_after:,} of {cleaned.train_before:,} training images "
+        f"(removed {cleaned.removed_counts}); plan: {cleaned.report_path}"
+    )

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from model.contract import CLASSES, SPLITS, DatasetRef
 from model.data.dataset import arrays_dir, load_split, read_manifest
 from model.errors import DatasetError
+from model.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +128,12 @@ def _groups(records: Sequence[PixelRecord]) -> dict[str, list[PixelRecord]]:
     return groups
 
 
-def duplicate_stats(records: Sequence[PixelRecord], config: CleaningConfig) -> DuplicateStats:
+def duplicate_stats(records: Sequence[PixelRecord], near_blank_std: float) -> DuplicateStats:
     """Count identical-pixel groups, train/test leakage, label conflicts and blank images.
 
     Args:
         records: the dataset's manifest rows.
-        config: the near-blank threshold.
+        near_blank_std: pixel standard deviation below which an image is near-blank.
 
     Returns:
         The raw figures, before any cleaning.
@@ -145,9 +146,7 @@ def duplicate_stats(records: Sequence[PixelRecord], config: CleaningConfig) -> D
         cross_split_groups=len(crossing),
         leaked_test_images=sum(sum(r.split == "test" for r in g) for g in crossing),
         conflicting_label_groups=sum(len({r.label for r in g}) > 1 for g in multi),
-        near_blank=sum(
-            r.pixel_sha256 != "" and r.pixel_std < config.near_blank_std for r in records
-        ),
+        near_blank=sum(r.pixel_sha256 != "" and r.pixel_std < near_blank_std for r in records),
     )
 
 
@@ -187,7 +186,7 @@ def clean_train(records: Sequence[PixelRecord], config: CleaningConfig) -> Clean
             continue
         removed[reason].append(record.relpath)
     report = CleaningReport(
-        stats=duplicate_stats(records, config),
+        stats=duplicate_stats(records, config.near_blank_std),
         train_before=len(train),
         train_after=len(kept_pixels),
         removed=removed,
@@ -201,40 +200,139 @@ def clean_train(records: Sequence[PixelRecord], config: CleaningConfig) -> Clean
     return report
 
 
+class Cleaned(BaseModel):
+    """The clean step's result: where its plan is, and what it kept (small; passed between tasks).
+
+    Attributes:
+        report_path: ``cleaning.json`` (every removed path per reason) beside the manifest.
+        fingerprint: the dataset the plan is for.
+        config: the thresholds it was made with.
+        train_before: training images before cleaning.
+        train_after: training images kept.
+        removed_counts: removed training images per reason.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    report_path: Path
+    fingerprint: str
+    config: CleaningConfig
+    train_before: int
+    train_after: int
+    removed_counts: dict[str, int]
+
+
+def verify_plan(records: Sequence[PixelRecord], report: CleaningReport) -> None:
+    """Check the plan's guarantee independently of its rules: no kept image occurs in test.
+
+    Args:
+        records: the dataset's pixel facts (all splits).
+        report: the plan made from them.
+
+    Raises:
+        DatasetError: naming the kept training images whose pixels occur in test.
+    """
+    test_pixels = {r.pixel_sha256 for r in records if r.split == "test" and r.pixel_sha256}
+    removed = {path for paths in report.removed.values() for path in paths}
+    kept_in_test = [
+        r.relpath
+        for r in records
+        if r.split == "train" and r.relpath not in removed and r.pixel_sha256 in test_pixels
+    ]
+    if kept_in_test:
+        shown = ", ".join(kept_in_test[:5]) + (" ..." if len(kept_in_test) > 5 else "")
+        raise DatasetError(
+            f"{len(kept_in_test)} training image(s) kept by cleaning have pixels that occur in "
+            f"test ({shown}); this is a bug in the cleaning step: do not train on this dataset"
+        )
+
+
 def write_cleaning(report: CleaningReport, path: Path) -> None:
-    """Store the report (with every removed path) as JSON.
+    """Store the report (with every removed path) as JSON, atomically.
 
     Args:
         report: the cleaning report.
         path: destination, normally ``<home>/datasets/<fingerprint>/cleaning.json``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report.model_dump(), indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(report.model_dump(), indent=1))
 
 
-def cleaned_train_arrays(
-    ref: DatasetRef, home: Path, config: CleaningConfig
-) -> tuple[np.ndarray, np.ndarray, CleaningReport]:
-    """The training split as the model may see it: cleaned by :func:`clean_train`.
+def read_cleaning(path: Path) -> CleaningReport:
+    """Read a report written by :func:`write_cleaning`.
 
-    The report (with every removed path) is also written beside the dataset's manifest.
+    Raises:
+        DatasetError: the file is missing or not a cleaning report.
+    """
+    try:
+        return CleaningReport.model_validate_json(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(
+            f"cannot read the cleaning plan {path} ({error}); run the retrain again"
+        ) from error
+
+
+def clean_dataset(ref: DatasetRef, home: Path, config: CleaningConfig) -> Cleaned:
+    """The clean step: decide which training images to keep, check it, write the plan.
 
     Args:
-        ref: the dataset.
+        ref: the dataset (validated).
         home: platform home (array cache, dataset folder).
         config: cleaning thresholds.
 
     Returns:
-        ``(x, y, report)``: kept images and labels, and what was removed and why.
+        Where the plan is and what it kept.
+
+    Raises:
+        DatasetError: the array cache does not match the manifest, or the plan kept a test image.
     """
     records = pixel_records(ref, home)
     report = clean_train(records, config)
+    verify_plan(records, report)
+    path = ref.manifest_path.with_name(CLEANING_FILE)
+    write_cleaning(report, path)
+    return Cleaned(
+        report_path=path,
+        fingerprint=ref.fingerprint,
+        config=config,
+        train_before=report.train_before,
+        train_after=report.train_after,
+        removed_counts=report.removed_counts,
+    )
+
+
+def cleaned_train_arrays(
+    ref: DatasetRef, home: Path, cleaned: Cleaned
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training split as the model may see it: what the clean step kept.
+
+    Reads the plan, not the pixels: nothing is hashed again.
+
+    Args:
+        ref: the dataset.
+        home: platform home (array cache).
+        cleaned: the clean step's result for this dataset.
+
+    Returns:
+        ``(x, y)``: the kept images and labels.
+
+    Raises:
+        DatasetError: the plan is for another dataset or does not match its train split.
+    """
+    if cleaned.fingerprint != ref.fingerprint:
+        raise DatasetError(
+            f"the cleaning plan {cleaned.report_path} is for dataset {cleaned.fingerprint[:12]}, "
+            f"not {ref.fingerprint[:12]}; clean this dataset first"
+        )
+    report = read_cleaning(cleaned.report_path)
     x, y = load_split(ref, "train", arrays_dir(home))
     # load_split's rows are the manifest's train rows of known classes, in manifest order.
-    rows = [r.relpath for r in records if r.split == "train"]
+    records = read_manifest(ref.manifest_path)
+    rows = [r.relpath for r in records if r.split == "train" and r.label in CLASSES]
     dropped = {path for paths in report.removed.values() for path in paths}
     keep = np.fromiter((path not in dropped for path in rows), dtype=bool, count=len(rows))
-    write_cleaning(report, ref.manifest_path.with_name(CLEANING_FILE))
-    return x[keep], y[keep], report
+    if len(rows) != len(y) or int(keep.sum()) != report.train_after:
+        raise DatasetError(
+            f"the cleaning plan {cleaned.report_path} does not match the train split of "
+            f"{ref.fingerprint[:12]}; run the retrain again"
+        )
+    return x[keep], y[keep]

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from model.contract import CLASSES, IMAGE_SIZE, MODEL_FILE, TFLITE_FILE, DatasetRef
-from model.data.cleaning import CLEANING_FILE, cleaned_train_arrays, write_cleaning
+from model.data.cleaning import CLEANING_FILE, Cleaned, clean_dataset, cleaned_train_arrays
 from model.errors import ConfigError
 from model.inference.predictor import load_keras_model
 from model.training.calibration import expected_calibration_error, fit_temperature, softmax
@@ -501,11 +501,13 @@ def train_model(
     listeners: tuple[ProgressListener, ...] = (),
     parent: Parent | None = None,
     no_parent_reason: str = "no champion was looked up",
+    cleaned: Cleaned | None = None,
 ) -> TrainResult:
     """Train on the dataset's cleaned ``train/`` split (``test/`` is never touched here).
 
-    Cleaning (see ``model.data.cleaning``) removes every training image whose pixels occur in test,
-    duplicates, label-conflicting copies and blank frames, and records what it removed.
+    The clean step (:func:`model.data.cleaning.clean_dataset`) removed every training image
+    whose pixels occur in test, duplicates, label-conflicting copies and blank frames; its plan
+    is copied into the run's folder, so the model's reports list what it never saw.
 
     Args:
         ref: the dataset.
@@ -515,20 +517,32 @@ def train_model(
         listeners: called after each epoch with its :class:`model.training.callbacks.EpochProgress`.
         parent: the champion to warm-start from (with ``config.warm_start``).
         no_parent_reason: why there is none, recorded when ``parent`` is None.
+        cleaned: the clean step's result with ``config.cleaning``; None cleans here first
+            (for callers outside the flow).
 
     Returns:
         Where the model and its history were saved.
+
+    Raises:
+        ConfigError: ``cleaned`` was made with other thresholds than ``config.cleaning``.
     """
     strategy = distribution_strategy(distribute)
-    x, y, cleaning = cleaned_train_arrays(ref, home, config.cleaning)
+    if cleaned is None:
+        cleaned = clean_dataset(ref, home, config.cleaning)
+    elif cleaned.config != config.cleaning:
+        raise ConfigError(
+            f"the cleaning plan {cleaned.report_path} was made with {cleaned.config}, the "
+            f"training config asks for {config.cleaning}; clean with the training config's"
+        )
+    x, y = cleaned_train_arrays(ref, home, cleaned)
     run_dir = new_run_dir(home)
     cleaning_path = run_dir / CLEANING_FILE
-    write_cleaning(cleaning, cleaning_path)
+    shutil.copyfile(cleaned.report_path, cleaning_path)
     logger.info(
         "training on %d of %d train images (removed %s), run dir %s",
         len(y),
-        cleaning.train_before,
-        cleaning.removed_counts,
+        cleaned.train_before,
+        cleaned.removed_counts,
         run_dir,
     )
     result = fit_model(

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from model.contract import CLASSES, SPLITS
-from model.data.cleaning import CleaningConfig, cleaned_train_arrays
+from model.data.cleaning import CleaningConfig, clean_dataset, cleaned_train_arrays
 from model.data.dataset import arrays_dir, index_dataset, load_split
 from validation.config import QualityConfig
 from validation.report import QualityReport
@@ -112,7 +112,6 @@ def test_real_dataset_passes_with_the_documented_figures(real_report: QualityRep
     assert (summary["duplicate_groups"], summary["extra_copies"]) == (1_273, 1_532)
     assert (summary["cross_split_groups"], summary["leaked_test_images"]) == (270, 280)
     assert (summary["conflicting_label_groups"], summary["near_blank_images"]) == (47, 13)
-    assert summary["train_after_cleaning"] == 27_169
     # Leakage under the bound, copies, conflicts and blank frames are reported, not fatal.
     assert {o.name for o in real_report.warnings} == {
         "leakage_none",
@@ -143,12 +142,13 @@ def test_training_set_handed_to_train_shares_no_pixels_with_test(
 ) -> None:
     ref = index_dataset(fer2013_root, home, str(fer2013_root))
 
-    x, _, report = cleaned_train_arrays(ref, home, CleaningConfig())
+    cleaned = clean_dataset(ref, home, CleaningConfig())
+    x, _ = cleaned_train_arrays(ref, home, cleaned)
 
     x_test, _ = load_split(ref, "test", arrays_dir(home))
     train_hashes = {hashlib.sha256(image.tobytes()).digest() for image in x}
     test_hashes = {hashlib.sha256(image.tobytes()).digest() for image in x_test}
-    assert len(x) == report.train_after == 27_169
+    assert len(x) == cleaned.train_after == 27_169
     assert train_hashes.isdisjoint(test_hashes)
     assert len(train_hashes) == len(x)
 
@@ -167,6 +167,7 @@ def test_cli_validate_prints_the_table_and_exits_1_on_a_critical_failure(
     assert "happy" in good.output and "7,215" in good.output and "25.1%" in good.output
     assert "WARNING  leakage_none: 280 of 3,589" in good.output
     assert "report: " in good.output and "data quality passed" in good.output
+    assert "cleaning keeps 27,169 of 28,709 training images" in good.output
     report = Path(good.output.split("report: ")[1].split()[0])
     assert report.is_file() and report.name == "index.html"
 

@@ -70,6 +70,50 @@ def _artifacts_of_latest_completed_run(settings: Settings) -> tuple[str, dict[st
         return asyncio.run(read())
 
 
+def _task_runs_of_the_run_that_published(settings: Settings, version: str) -> list[str]:
+    """The task-run names, in start order, of the completed run whose artifact names ``version``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.client.schemas.sorting import TaskRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-version"]))
+            )
+            (run_id,) = {a.flow_run_id for a in artifacts if version in str(a.data)}
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            )
+            return [run.name.rsplit("-", 1)[0] for run in runs]
+
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        return asyncio.run(read())
+
+
+def test_the_data_flows_one_way_through_one_clean_step(
+    services: Settings, champion_version: str
+) -> None:
+    assert _task_runs_of_the_run_that_published(services, champion_version) == [
+        "acquire_dataset",
+        "validate_dataset",
+        "check_data_quality",
+        "clean_dataset",
+        "train_model",
+        "evaluate_model",
+        "check_gate",
+        "publish_model",
+        "promote_version",
+    ]
+
+
 def test_retrain_publishes_and_promotes_with_lineage(
     services: Settings, fer_subset: Path, champion_version: str
 ) -> None:

@@ -12,7 +12,6 @@ from prefect import Task
 
 import tasks
 from model.contract import DatasetRef
-from model.data.cleaning import CleaningConfig
 from tasks.validate import validation_cache_key
 from validation.config import QualityConfig
 
@@ -58,7 +57,6 @@ def test_validation_cache_key_follows_data_bounds_and_home(
         parameters = {
             "ref": ref,
             "config": QualityConfig(**bounds),
-            "cleaning": CleaningConfig(),
         }
         return validation_cache_key(None, parameters)  # type: ignore[arg-type]
 
