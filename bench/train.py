@@ -82,7 +82,7 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
 
     import model.inference.layers
     from model.training.config import TrainConfig
-    from model.training.fit import _batches, _build, _optimizer
+    from model.training.fit import build_network, input_pipeline, make_optimizer
 
     if variant.endswith("-keras-aug"):
         model.inference.layers.RandomAffine = _keras_rotation_and_zoom  # type: ignore[assignment,misc]
@@ -93,8 +93,8 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
     config = config.model_copy(update={"network": network})
     precision = "mixed_bfloat16" if variant.startswith("platform-bf16") else "float32"
     keras.utils.set_random_seed(config.seed)
-    model = _build(config, precision)
-    model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy")
+    model = build_network(config, precision)
+    model.compile(optimizer=make_optimizer(config), loss="categorical_crossentropy")
     one_hot = np.eye(7, dtype=np.float32)[y]
     timer = _timer()
     if variant == "seed":
@@ -104,7 +104,7 @@ def run(variant: str, x: np.ndarray, y: np.ndarray, epochs: int) -> list[float]:
             shuffle=True, callbacks=[timer], verbose=0,
         )  # fmt: skip
     else:
-        data, steps = _batches(x, one_hot, config.batch_size, config.seed)
+        data, steps = input_pipeline(x, one_hot, config.batch_size, config.seed)
         model.fit(data, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0)
     return [len(x) / s for s in timer.seconds[1:]]
 

@@ -13,7 +13,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.schedules import Cron
+from prefect.schedules import Cron, Schedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 from prefect.workers.process import ProcessWorker
@@ -105,6 +105,87 @@ def ensure_work_pool(
         )
 
 
+def _checked_schedule(
+    settings: Settings, cron: str | None, timezone: str | None
+) -> tuple[str, str]:
+    """The cron expression and time zone to deploy with, checked before Prefect is contacted.
+
+    Args:
+        settings: platform settings (the default schedule).
+        cron: five-field cron expression; None for ``FER_RETRAIN_CRON``.
+        timezone: IANA zone the cron is read in; None for ``FER_RETRAIN_TIMEZONE``.
+
+    Returns:
+        The cron expression and the time zone.
+
+    Raises:
+        ConfigError: for an invalid cron or time zone.
+    """
+    try:
+        cron = check_cron(cron or settings.retrain_cron)
+        timezone = check_timezone(timezone or settings.retrain_timezone)
+    except ValueError as error:
+        raise ConfigError(f"invalid retrain schedule: {error}") from error
+    return cron, timezone
+
+
+def _profile_parameters(profile: Profile) -> dict[str, Any]:
+    """The deployment's parameters for a training profile (none for the flow's defaults)."""
+    parameters: dict[str, Any] = {}
+    if profile != "cpu":  # the flow's own default is the cpu recipe
+        parameters["train_config"] = TrainConfig.profile(profile).model_dump(mode="json")
+    return parameters
+
+
+def _cron_schedule(cron: str, timezone: str) -> Schedule:
+    """Prefect's schedule for the checked cron expression.
+
+    Raises:
+        ConfigError: if Prefect refuses the expression.
+    """
+    try:
+        return Cron(cron, timezone=timezone)
+    except ValueError as error:
+        raise ConfigError(f"invalid retrain schedule {cron!r}: {error}") from error
+
+
+def _deploy_nightly(
+    pool: str, schedule: Schedule, parameters: dict[str, Any], paused: bool, profile: Profile
+) -> UUID:
+    """Create or update the deployment of the flow from this checkout (Prefect API set).
+
+    Args:
+        pool: the work pool its runs go to.
+        schedule: when it runs.
+        parameters: the flow parameters it overrides.
+        paused: create the schedule paused.
+        profile: the training profile named in its description.
+
+    Returns:
+        The deployment's id.
+    """
+    source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
+    return source.deploy(
+        name=DEPLOYMENT,
+        work_pool_name=pool,
+        schedules=[schedule],
+        parameters=parameters,
+        paused=paused,
+        description=f"Nightly retrain: acquire, validate, clean, train ({profile} recipe), "
+        "evaluate, gate, publish and promote the facial-emotion model.",
+        tags=["fer"],
+        # A second run waits on the server for the first to end, before a worker starts any
+        # process or pod for it (the flow's own slot then never keeps one idle).
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+
+
 def deploy_retrain(
     settings: Settings,
     cron: str | None = None,
@@ -134,51 +215,17 @@ def deploy_retrain(
     Raises:
         ConfigError: for an invalid cron, time zone or work pool.
     """
-    try:
-        cron = check_cron(cron or settings.retrain_cron)
-        timezone = check_timezone(timezone or settings.retrain_timezone)
-    except ValueError as error:
-        raise ConfigError(f"invalid retrain schedule: {error}") from error
+    cron, timezone = _checked_schedule(settings, cron, timezone)
     pool = work_pool or settings.work_pool
-    parameters = {}
-    if profile != "cpu":  # the flow's own default is the cpu recipe
-        parameters["train_config"] = TrainConfig.profile(profile).model_dump(mode="json")
+    parameters = _profile_parameters(profile)
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         ensure_work_pool(pool, settings.work_pool_type)
         ensure_retrain_limit()
-        try:
-            schedule = Cron(cron, timezone=timezone)
-        except ValueError as error:
-            raise ConfigError(f"invalid retrain schedule {cron!r}: {error}") from error
-        source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint=ENTRYPOINT)
-        deployment_id = source.deploy(
-            name=DEPLOYMENT,
-            work_pool_name=pool,
-            schedules=[schedule],
-            parameters=parameters,
-            paused=paused,
-            description=f"Nightly retrain: acquire, validate, train ({profile} recipe), evaluate, "
-            "gate, publish and promote the facial-emotion model.",
-            tags=["fer"],
-            # A second run waits on the server for the first to end, before a worker starts any
-            # process or pod for it (the flow's own slot then never keeps one idle).
-            concurrency_limit=ConcurrencyLimitConfig(
-                limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-            ),
-            build=False,
-            push=False,
-            print_next_steps=False,
-            ignore_warnings=True,
-        )
+        # Built after the pool and limit checks, so their errors are the ones reported first.
+        schedule = _cron_schedule(cron, timezone)
+        deployment_id = _deploy_nightly(pool, schedule, parameters, paused, profile)
     logger.info("deployment %s (%s) on pool %s", DEPLOYMENT_PATH, deployment_id, pool)
-    return Deployed(
-        deployment_id,
-        DEPLOYMENT_PATH,
-        pool,
-        cron,
-        timezone,
-        paused,
-    )
+    return Deployed(deployment_id, DEPLOYMENT_PATH, pool, cron, timezone, paused)
 
 
 def run_deployed_retrain(

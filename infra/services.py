@@ -232,13 +232,18 @@ def _s3_health(url: str) -> bool:
     return True
 
 
-def _wait_for(
+def wait_for_health(
     check: Callable[[], bool],
     state: ServiceState,
     settings: Settings,
     timeout: float,
     process: subprocess.Popen[bytes] | None = None,
 ) -> None:
+    """Wait until ``check()`` passes; raise naming the service and its log when it does not.
+
+    Raises:
+        ServiceError: the process exited or ``timeout`` seconds passed first.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -259,7 +264,7 @@ def _wait_for(
     )
 
 
-def _wait_or_stop(
+def wait_or_stop(
     check: Callable[[], bool],
     state: ServiceState,
     settings: Settings,
@@ -271,9 +276,9 @@ def _wait_or_stop(
     So is one whose start was interrupted (Ctrl-C, SIGTERM).
     """
     try:
-        _wait_for(check, state, settings, timeout, process)
+        wait_for_health(check, state, settings, timeout, process)
     except (ServiceError, KeyboardInterrupt):
-        _stop(state, grace=10)
+        stop_service(state, grace=10)
         process.poll()  # reap it, so no zombie is left behind
         _state_path(settings, state.name).unlink(missing_ok=True)
         raise
@@ -289,9 +294,10 @@ def _log_tail(settings: Settings, name: str, lines: int = 15) -> str:
     return "\n".join(fatal[-3:] + text[-lines:])
 
 
-def _spawn(
+def spawn_service(
     settings: Settings, name: str, command: list[str], env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
+    """Start a service in its own process group, logging to its log file."""
     service_dir(settings, name).mkdir(parents=True, exist_ok=True)
     with log_path(settings, name).open("ab") as log, children_get_default_signals():
         return subprocess.Popen(
@@ -325,7 +331,8 @@ def _prefect_spec(settings: Settings) -> tuple[list[str], dict[str, str], str]:
     return command, env, f"http://{LOOPBACK}:{port}"
 
 
-def _seaweedfs_spec(settings: Settings) -> tuple[list[str], dict[str, str], dict[str, int]]:
+def seaweedfs_spec(settings: Settings) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """SeaweedFS's command line, environment and the free internal ports it was given."""
     data_dir = settings.home_dir / "seaweedfs" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     internal = {flag: free_port() for flag in _WEED_INTERNAL_PORTS}
@@ -355,7 +362,7 @@ def _seaweedfs_spec(settings: Settings) -> tuple[list[str], dict[str, str], dict
 def _start_prefect(settings: Settings, timeout: float) -> ServiceState:
     command, env, url = _prefect_spec(settings)
     _check_port_free(settings.prefect_port, "FER_PREFECT_PORT")
-    process = _spawn(settings, PREFECT, command, env)
+    process = spawn_service(settings, PREFECT, command, env)
     state = ServiceState(
         PREFECT,
         process.pid,
@@ -365,7 +372,7 @@ def _start_prefect(settings: Settings, timeout: float) -> ServiceState:
         started_at=time.time(),
     )
     _write_state(settings, state)
-    _wait_or_stop(lambda: _prefect_health(url), state, settings, timeout, process)
+    wait_or_stop(lambda: _prefect_health(url), state, settings, timeout, process)
     return state
 
 
@@ -377,13 +384,14 @@ def _lost_internal_port(error: ServiceError, settings: Settings) -> bool:
     return taken and f":{s3_port}:" not in message and f"port {s3_port} " not in message
 
 
-def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> ServiceState:
+def start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> ServiceState:
+    """Start SeaweedFS, again on fresh internal ports when another process took one."""
     _check_port_free(settings.s3_port, "FER_S3_PORT")
     url = f"http://{LOOPBACK}:{settings.s3_port}"
     attempt = 1
     while True:
-        command, env, internal = _seaweedfs_spec(settings)
-        process = _spawn(settings, SEAWEEDFS, command, env)
+        command, env, internal = seaweedfs_spec(settings)
+        process = spawn_service(settings, SEAWEEDFS, command, env)
         state = ServiceState(
             SEAWEEDFS,
             process.pid,
@@ -395,7 +403,7 @@ def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> S
         )
         _write_state(settings, state)
         try:
-            _wait_or_stop(lambda: _s3_health(url), state, settings, timeout, process)
+            wait_or_stop(lambda: _s3_health(url), state, settings, timeout, process)
             return state
         except ServiceError as error:
             # Another program can take an internal port between our check and weed's bind:
@@ -406,7 +414,8 @@ def _start_seaweedfs(settings: Settings, timeout: float, attempts: int = 3) -> S
             attempt += 1
 
 
-def _ensure_bucket(settings: Settings, timeout: float) -> None:
+def ensure_store_bucket(settings: Settings, timeout: float) -> None:
+    """Create the store's bucket, retrying while SeaweedFS finishes starting."""
     registry = ModelRegistry.from_settings(settings)
     deadline = time.monotonic() + timeout
     while True:
@@ -450,7 +459,7 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
         Either way, or when interrupted, the services this call started are stopped again.
     """
     health = {PREFECT: _prefect_health, SEAWEEDFS: _s3_health}
-    starters = {PREFECT: _start_prefect, SEAWEEDFS: _start_seaweedfs}
+    starters = {PREFECT: _start_prefect, SEAWEEDFS: start_seaweedfs}
     notes: dict[str, str] = {}
     # Check every port first, so a conflict is reported before anything is started.
     for name, setting in ((PREFECT, "FER_PREFECT_PORT"), (SEAWEEDFS, "FER_S3_PORT")):
@@ -472,16 +481,17 @@ def services_up(settings: Settings, timeout: float = 180.0) -> list[ServiceStatu
                     "again to move it"
                 )
             url = state.url
-            _wait_for(lambda url=url, check=health[name]: check(url), state, settings, timeout)
+            healthy = health[name]
+            wait_for_health(lambda url=url, check=healthy: check(url), state, settings, timeout)
             notes[name] = "already running"
         # Bounded well below `timeout`: wrong credentials fail the same way on every try.
-        _ensure_bucket(settings, min(timeout, 30.0))
+        ensure_store_bucket(settings, min(timeout, 30.0))
     except (ServiceError, RegistryError, KeyboardInterrupt):
         # All or nothing, also when interrupted: what this call started is stopped again;
         # what ran before is kept.
         for state in started:
             logger.warning("stopping %s: the platform did not come up", state.name)
-            _stop(state, grace=10)
+            stop_service(state, grace=10)
             _state_path(settings, state.name).unlink(missing_ok=True)
         raise
     return [
@@ -511,7 +521,7 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
             continue
         if name == WORKER:
             # A heartbeat within two of its 30 s intervals.
-            healthy = _worker_health(settings, time.time() - 65)
+            healthy = worker_healthy(settings, time.time() - 65)
         else:
             healthy = health[name](state.url)
         statuses.append(
@@ -527,7 +537,8 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
     return statuses
 
 
-def _stop(state: ServiceState, grace: float) -> None:
+def stop_service(state: ServiceState, grace: float) -> None:
+    """SIGTERM the service's process group; SIGKILL it after ``grace`` seconds."""
     try:
         os.killpg(state.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -553,12 +564,12 @@ def services_down(settings: Settings, grace: float = 20.0) -> list[str]:
     Returns:
         Names of the services that were stopped.
     """
-    stopped = []
     # The worker first: it must not pick up a run while the server goes away.
-    for name in (WORKER, *SERVICE_NAMES):
+    stopped = [WORKER] if worker_down(settings, grace) else []
+    for name in SERVICE_NAMES:
         state = _running_state(settings, name)
         if state is not None:
-            _stop(state, grace)
+            stop_service(state, grace)
             stopped.append(name)
         _state_path(settings, name).unlink(missing_ok=True)
     return stopped
@@ -598,7 +609,7 @@ def worker_command(
     return command
 
 
-def _worker_health(settings: Settings, since: float) -> bool:
+def worker_healthy(settings: Settings, since: float) -> bool:
     """Whether our worker has heartbeat to the server since ``since`` (a Unix time).
 
     The server keeps listing a stopped worker as online for a while, so an older heartbeat
@@ -668,7 +679,7 @@ def worker_up(settings: Settings, timeout: float = 120.0) -> ServiceStatus:
     note = "already running"
     if state is None:
         command = worker_command(settings)
-        process = _spawn(settings, WORKER, command, worker_env(settings))
+        process = spawn_service(settings, WORKER, command, worker_env(settings))
         state = ServiceState(
             WORKER,
             process.pid,
@@ -679,7 +690,7 @@ def worker_up(settings: Settings, timeout: float = 120.0) -> ServiceStatus:
         )
         _write_state(settings, state)
         started = state.started_at - 1
-        _wait_or_stop(lambda: _worker_health(settings, started), state, settings, timeout, process)
+        wait_or_stop(lambda: worker_healthy(settings, started), state, settings, timeout, process)
         note = "started"
     return ServiceStatus(WORKER, True, state.url, state.pid, log_path(settings, WORKER), note)
 
@@ -696,6 +707,6 @@ def worker_down(settings: Settings, grace: float = 20.0) -> bool:
     """
     state = _running_state(settings, WORKER)
     if state is not None:
-        _stop(state, grace)
+        stop_service(state, grace)
     _state_path(settings, WORKER).unlink(missing_ok=True)
     return state is not None

@@ -278,18 +278,26 @@ def bars_html(analysis: Analysis) -> str:
     return "".join(blocks)
 
 
-def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.Blocks:
-    """Build the Gradio UI and the ``/predict`` API around the watcher's current model.
+#: The UI's handler: the annotated image, the probability bars and the summary.
+_ShowHandler = Callable[[str | None, bool], tuple[Image.Image, str, str]]
+#: The JSON API's handler: the analysis as JSON, with the model's test accuracy.
+_PredictHandler = Callable[[str | None, bool], dict[str, Any]]
+
+
+def _analysis_handlers(
+    watcher: ChampionWatcher, limits: ImageLimits
+) -> tuple[_ShowHandler, _PredictHandler]:
+    """The UI's and the API's event handlers, both reading the model current per request.
 
     Args:
         watcher: provides the model at request time.
-        limits: upload limits (default: :class:`ImageLimits`).
+        limits: upload limits.
 
     Returns:
-        The (not yet launched) Blocks app, its queue configured.
+        ``show`` for the UI and ``predict`` for the JSON API.
     """
-    limits = limits or ImageLimits()
 
+    # Closures keep the (path, whole_image) signature Gradio inspects for its API description.
     def show(path: str | None, whole_image: bool) -> tuple[Image.Image, str, str]:
         analysis, image = run_analysis(watcher, path, whole_image, limits)
         drawn = annotate(image, analysis)
@@ -305,6 +313,89 @@ def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.
         answer["model_test_accuracy"] = served.accuracy if same else None
         return answer
 
+    return show, predict
+
+
+def _input_column() -> tuple[gr.Image, gr.Checkbox, gr.Button]:
+    """Add the column where the user gives a photo and starts the analysis.
+
+    Returns:
+        The photo input, the whole-image checkbox and the analyse button.
+    """
+    with gr.Column():
+        # image_mode=None: the file reaches the handler as uploaded (16-bit, CMYK,
+        # animated...), and the handler explains what it did with it.
+        image = gr.Image(
+            type="filepath",
+            image_mode=None,
+            sources=["upload", "webcam", "clipboard"],
+            label="Photo",
+        )
+        whole = gr.Checkbox(label="Treat the whole image as one face", value=False)
+        button = gr.Button("Find faces and emotions", variant="primary")
+    return image, whole, button
+
+
+def _output_column() -> tuple[gr.Image, gr.Markdown, gr.HTML]:
+    """Add the column showing the analysis.
+
+    Returns:
+        The annotated image, the summary and the per-face probability bars.
+    """
+    with gr.Column():
+        drawn = gr.Image(label="Faces", type="pil", interactive=False, format="png")
+        summary = gr.Markdown()
+        bars = gr.HTML()
+    return drawn, summary, bars
+
+
+def _add_predict_api(predict: _PredictHandler, whole: gr.Checkbox, answer: gr.JSON) -> None:
+    """Add the hidden ``/predict`` endpoint: the same analysis, boxes and probabilities per face.
+
+    Its input is a plain file, so even a broken upload reaches the handler and gets a clear
+    message (gr.Image would fail on it inside Gradio, before the handler runs).
+
+    Args:
+        predict: the JSON API's handler.
+        whole: the whole-image checkbox, shared with the UI.
+        answer: the hidden JSON output.
+    """
+    upload = gr.File(visible=False, type="filepath")
+    api_trigger = gr.Button(visible=False)
+    api_trigger.click(
+        predict,
+        inputs=[upload, whole],
+        outputs=answer,
+        api_name="predict",
+        concurrency_limit=CONCURRENCY,
+        concurrency_id="inference",
+    )
+
+
+def _keep_status_current(app: gr.Blocks, watcher: ChampionWatcher, status: gr.Markdown) -> None:
+    """Describe the served model on page load and every 5 s, so a swap or staleness shows.
+
+    Args:
+        app: the Blocks being built.
+        watcher: provides the model to describe.
+        status: where the description goes.
+    """
+    app.load(lambda: describe(watcher), outputs=status, api_name=False)
+    gr.Timer(5).tick(lambda: describe(watcher), outputs=status, api_name=False)
+
+
+def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.Blocks:
+    """Build the Gradio UI and the ``/predict`` API around the watcher's current model.
+
+    Args:
+        watcher: provides the model at request time.
+        limits: upload limits (default: :class:`ImageLimits`).
+
+    Returns:
+        The (not yet launched) Blocks app, its queue configured.
+    """
+    show, predict = _analysis_handlers(watcher, limits or ImageLimits())
+    # Components and events are created in a fixed order: Gradio numbers them by it.
     with gr.Blocks(title="Facial emotion recognition", analytics_enabled=False) as app:
         gr.Markdown(
             "# Facial emotion recognition\nUpload a photo, take one with the webcam or paste "
@@ -313,21 +404,8 @@ def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.
         )
         status = gr.Markdown()
         with gr.Row():
-            with gr.Column():
-                # image_mode=None: the file reaches the handler as uploaded (16-bit, CMYK,
-                # animated...), and the handler explains what it did with it.
-                image = gr.Image(
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "webcam", "clipboard"],
-                    label="Photo",
-                )
-                whole = gr.Checkbox(label="Treat the whole image as one face", value=False)
-                button = gr.Button("Find faces and emotions", variant="primary")
-            with gr.Column():
-                drawn = gr.Image(label="Faces", type="pil", interactive=False, format="png")
-                summary = gr.Markdown()
-                bars = gr.HTML()
+            image, whole, button = _input_column()
+            drawn, summary, bars = _output_column()
         answer = gr.JSON(visible=False)
         button.click(
             show,
@@ -337,21 +415,8 @@ def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.
             concurrency_limit=CONCURRENCY,
             concurrency_id="inference",
         )
-        # The JSON API: the same analysis, boxes and probabilities per face. Its input is a
-        # plain file, so even a broken upload reaches the handler and gets a clear message
-        # (gr.Image would fail on it inside Gradio, before the handler runs).
-        upload = gr.File(visible=False, type="filepath")
-        api_trigger = gr.Button(visible=False)
-        api_trigger.click(
-            predict,
-            inputs=[upload, whole],
-            outputs=answer,
-            api_name="predict",
-            concurrency_limit=CONCURRENCY,
-            concurrency_id="inference",
-        )
-        app.load(lambda: describe(watcher), outputs=status, api_name=False)
-        gr.Timer(5).tick(lambda: describe(watcher), outputs=status, api_name=False)
+        _add_predict_api(predict, whole, answer)
+        _keep_status_current(app, watcher, status)
     app.queue(max_size=QUEUE_SIZE)
     return app
 

@@ -81,10 +81,9 @@ def detect_faces(gray: np.ndarray) -> list[Box]:
     """Frontal faces in a grayscale image, left to right.
 
     Detection runs on a copy whose long side is at most :data:`DETECT_SIDE` pixels, with
-    OpenCV's ``frontalface_alt2`` cascade and a scale step of 1.2. On 2 cores, for a 512x512
-    photo, that took 19 ms against 80 ms for the default cascade at full size and step 1.1.
-    It also found more of 48 padded FER2013 test faces: 35 against 33 for the default cascade
-    at the same size. The price: faces smaller than about 1/13 of the image's long side (24
+    OpenCV's ``frontalface_alt2`` cascade and a scale step of 1.2: faster than the default
+    cascade at full size and step 1.1, and it found more padded FER2013 test faces
+    (docs/serving.md). The price: faces smaller than about 1/13 of the image's long side (24
     of 320 pixels) are not found.
 
     Args:

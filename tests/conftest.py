@@ -66,6 +66,8 @@ def platform_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "FER_CHAMPION_POLL_SECONDS": "1",
         # The session's Prefect server re-offers a deployment's queued run after 5 s, not 30.
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
+        # Workers (started from here, they inherit it) ask for runs every second, not every 10.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():

@@ -65,45 +65,85 @@ def image_table(
         missing for those and for images outside the known classes.
     """
     facts = {(p.split, p.relpath): p for p in pixels}
-    by_pixels: dict[str, list[PixelRecord]] = {}
-    for p in pixels:
-        if p.pixel_sha256:
-            by_pixels.setdefault(p.pixel_sha256, []).append(p)
+    conflicting = _conflicting_digests(pixels)
     train_pixels = {p.pixel_sha256 for p in pixels if p.split == "train" and p.pixel_sha256}
 
     rows = []
     seen: set[str] = set()
     for record in records:
         fact = facts.get((record.split, record.relpath))
-        digest = fact.pixel_sha256 if fact else ""
-        row = {
-            "split": record.split,
-            "label": record.label,
-            "relpath": record.relpath,
-            "sha256": record.sha256,
-            "bytes": record.bytes,
-            "decodes": record.decodes,
-            "width": record.width if record.decodes else None,
-            "height": record.height if record.decodes else None,
-            "mode": record.mode if record.decodes else None,
-            "pixel_sha256": digest or None,
-            "pixel_std": fact.pixel_std if digest else np.nan,
-            "near_blank": None,
-            "repeats_earlier": None,
-            "label_conflict": None,
-            "leaked_from_train": None,
-        }
-        if fact is not None and digest:
-            group = by_pixels[digest]
+        row = _image_row(record, fact)
+        # Flags apply only to decoded images of known classes; elsewhere they stay missing.
+        if fact is not None and fact.pixel_sha256:
+            digest = fact.pixel_sha256
             row["near_blank"] = fact.pixel_std < near_blank_std
             row["repeats_earlier"] = digest in seen
-            row["label_conflict"] = len({p.label for p in group}) > 1
+            row["label_conflict"] = digest in conflicting
             seen.add(digest)
             if record.split == "test":
                 row["leaked_from_train"] = digest in train_pixels
         rows.append(row)
+    return _image_frame(rows)
 
+
+def _conflicting_digests(pixels: Sequence[PixelRecord]) -> set[str]:
+    """Pixel hashes shared by images that carry more than one label.
+
+    Args:
+        pixels: decoded facts of the images.
+
+    Returns:
+        The hashes of label-conflicting groups (images without a hash are left out).
+    """
+    labels: dict[str, set[str]] = {}
+    for p in pixels:
+        if p.pixel_sha256:
+            labels.setdefault(p.pixel_sha256, set()).add(p.label)
+    return {digest for digest, group in labels.items() if len(group) > 1}
+
+
+def _image_row(record: ImageRecord, fact: PixelRecord | None) -> dict[str, object]:
+    """One image's manifest columns and decoded facts, with every flag still missing.
+
+    Args:
+        record: the image's manifest entry.
+        fact: its decoded facts, or ``None`` when it has none (outside the known classes).
+
+    Returns:
+        The row, keyed in :data:`_IMAGE_COLUMNS` order.
+    """
+    digest = fact.pixel_sha256 if fact else ""
+    return {
+        "split": record.split,
+        "label": record.label,
+        "relpath": record.relpath,
+        "sha256": record.sha256,
+        "bytes": record.bytes,
+        "decodes": record.decodes,
+        # The manifest's size and mode of a file that does not decode mean nothing.
+        "width": record.width if record.decodes else None,
+        "height": record.height if record.decodes else None,
+        "mode": record.mode if record.decodes else None,
+        "pixel_sha256": digest or None,
+        "pixel_std": fact.pixel_std if fact and digest else np.nan,
+        "near_blank": None,
+        "repeats_earlier": None,
+        "label_conflict": None,
+        "leaked_from_train": None,
+    }
+
+
+def _image_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """The image table from its rows, with the column dtypes GX checks rely on.
+
+    Args:
+        rows: one dict per image (:func:`_image_row`, flags filled in).
+
+    Returns:
+        The table: nullable integer sizes, float ``pixel_std`` and object-dtype flags.
+    """
     table = pd.DataFrame(rows, columns=list(_IMAGE_COLUMNS))
+    # Nullable integers keep the sizes whole where files that do not decode leave gaps.
     for column in ("width", "height"):
         table[column] = table[column].astype("Int64")
     for column in _FLAG_COLUMNS:

@@ -61,14 +61,18 @@ def retrain(
     *,
     gate: GateConfig,
 ) -> None:
-    """Run the retrain flow once: acquire, validate, train, evaluate, gate, publish, promote."""
-    from flows.retrain import run_retrain
+    """Retrain once: acquire, validate, clean, train, evaluate, gate, publish and promote."""
+    from infra.services import require_prefect
 
     config = TrainConfig.from_profile(
         profile, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
     )
     quality = read_quality_config(quality_config)
-    version = run_retrain(get_settings(), dataset, config, gate, quality, progress=sys.stdout)
+    settings = get_settings()
+    require_prefect(settings)  # before the flow's imports, so a missing server is told at once
+    from flows.retrain import run_retrain
+
+    version = run_retrain(settings, dataset, config, gate, quality, progress=sys.stdout)
     typer.echo(f"promoted model version {version}")
 
 

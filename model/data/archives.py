@@ -147,7 +147,7 @@ def _archive_kind(archive: Path) -> str:
     )
 
 
-def _declared_size(info: zipfile.ZipInfo | tarfile.TarInfo) -> int:
+def member_declared_size(info: zipfile.ZipInfo | tarfile.TarInfo) -> int:
     """The uncompressed size a member's header claims."""
     return info.file_size if isinstance(info, zipfile.ZipInfo) else info.size
 
@@ -214,7 +214,7 @@ def _zip_member(archive: Path, info: zipfile.ZipInfo) -> _Member:
         raise _special_error(archive, raw, f"a special file (mode {file_type:o})")
     is_dir = info.is_dir() or raw.endswith("\\") or file_type == stat.S_IFDIR
     path = _safe_path(archive, raw, is_dir)
-    return _Member(raw, path, is_dir, 0 if is_dir else _declared_size(info), info)
+    return _Member(raw, path, is_dir, 0 if is_dir else member_declared_size(info), info)
 
 
 def _tar_member(archive: Path, info: tarfile.TarInfo, tmp: Path) -> _Member:
@@ -244,7 +244,7 @@ def _tar_member(archive: Path, info: tarfile.TarInfo, tmp: Path) -> _Member:
                 f"archive {archive}: member {raw!r} is refused by the tar 'data' filter; "
                 f"{_REDOWNLOAD}"
             )
-    return _Member(raw, path, info.isdir(), 0 if info.isdir() else _declared_size(info), info)
+    return _Member(raw, path, info.isdir(), 0 if info.isdir() else member_declared_size(info), info)
 
 
 # --- validation ---------------------------------------------------------------------------------

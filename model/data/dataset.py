@@ -331,42 +331,6 @@ def decode_into(
     ]
 
 
-def scan_and_decode(
-    root: Path, entries: Sequence[FileEntry] | None = None, workers: int | None = None
-) -> tuple[list[ImageRecord], np.ndarray]:
-    """Like :func:`decode_into`, returning the pixels of all splits in listing order.
-
-    Args:
-        root: folder holding ``train/`` and ``test/``.
-        entries: the listing, if the caller already has it.
-        workers: processes; default one per core.
-
-    Returns:
-        The records and uint8 pixels N x 48 x 48 x 1 in the same order.
-    """
-    with tempfile.TemporaryDirectory(prefix="fer-decode-") as scratch:
-        records = decode_into(root, Path(scratch), entries, workers)
-        pixels = np.concatenate([np.load(_pixels_path(Path(scratch), s)) for s in sorted(SPLITS)])
-    return records, pixels
-
-
-def scan_dataset(root: Path, workers: int | None = None) -> list[ImageRecord]:
-    """Describe every image under ``root`` (a folder in FER layout).
-
-    Args:
-        root: folder holding ``train/`` and ``test/``.
-        workers: processes reading and decoding files.
-
-    Returns:
-        One record per image, sorted by (split, label, relative path).
-
-    Raises:
-        DatasetError: if the folder holds no images at all.
-    """
-    with tempfile.TemporaryDirectory(prefix="fer-scan-") as scratch:
-        return decode_into(root, Path(scratch), workers=workers)
-
-
 def compute_fingerprint(records: Iterable[ImageRecord]) -> str:
     """Hash the dataset's identity: (split, class, relative path, content hash) of every image.
 
@@ -395,7 +359,7 @@ def write_manifest(records: Sequence[ImageRecord], path: Path) -> None:
     ) as handle:
         writer = csv.writer(handle)
         writer.writerow([f.name for f in fields(ImageRecord)])
-        # Plain tuples: dataclasses.astuple deep-copies and is ~10x slower on 32k rows.
+        # Plain tuples: dataclasses.astuple deep-copies, far slower on 32k rows.
         writer.writerows(
             (r.split, r.label, r.relpath, r.sha256, r.bytes, r.width, r.height, r.mode)
             for r in records

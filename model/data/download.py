@@ -89,18 +89,11 @@ def download_url(
 
     The body is streamed to ``<name>.part`` and renamed only once it is complete and verified;
     ``<name>.meta.json`` beside it records url, etag, last_modified, size, sha256 and
-    downloaded_at. When the file is already there:
-
-    * with ``expected_sha256`` given and equal to the file's actual sha256, it is returned
-      without any request;
-    * otherwise one conditional GET (``If-None-Match`` / ``If-Modified-Since``) revalidates it:
-      304 returns the cached file, 200 downloads the new version in the same request;
-    * if the server gave no validators (no ETag, no Last-Modified), a HEAD request's
-      ``Content-Length`` is compared with the cached size; the file is downloaded again when
-      they differ or the length is unknown.
-
-    If revalidation fails for network or server (5xx) reasons before any new content arrived,
-    the cached file is returned with a warning, so a cached dataset works offline.
+    downloaded_at. A file already there is returned without any request when ``expected_sha256``
+    equals its actual sha256; otherwise one conditional GET revalidates it, or a HEAD size check
+    when the server gave no validators (see :func:`_revalidation_headers`). If revalidation
+    fails for network or server (5xx) reasons before any new content arrived, the cached file
+    is returned with a warning, so a cached dataset works offline.
 
     Args:
         url: ``http://`` or ``https://`` URL; redirects are followed. A ``#sha256=<hex>``
@@ -120,6 +113,39 @@ def download_url(
             host cannot be reached, or the download fails verification.
         ValueError: if ``attempts`` is less than 1.
     """
+    url, expected = _validate_request(url, expected_sha256, attempts)
+    paths = _Paths.for_url(url, Path(dest_dir))
+    paths.final.parent.mkdir(parents=True, exist_ok=True)
+    cached = paths.final.is_file()
+    if cached and expected is not None:
+        if _cached_copy_matches_pin(paths.final, expected):
+            return paths.final
+        cached = False  # not the wanted file: no revalidation, a fresh download
+    fetched = _fetch(url, paths, cached, timeout=timeout, attempts=attempts, progress=progress)
+    if fetched is None:  # the cached file is current, or the only copy within reach
+        return paths.final
+    return _finish(url, paths, fetched, expected)
+
+
+def _validate_request(
+    url: str, expected_sha256: str | None, attempts: int
+) -> tuple[str, str | None]:
+    """Check download_url's arguments and settle which sha256 the file must have.
+
+    Args:
+        url: the URL as given, possibly with a ``#sha256=`` fragment.
+        expected_sha256: the sha256 passed as an argument, if any.
+        attempts: the number of tries asked for.
+
+    Returns:
+        The URL without its fragment and the lower-case expected sha256 (from the argument or
+        the fragment), or ``None`` when neither pins one.
+
+    Raises:
+        ValueError: if ``attempts`` is less than 1.
+        DatasetError: if the URL is not HTTP(S), a sha256 is malformed, or the fragment and
+            the argument name different digests.
+    """
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
     scheme = urlsplit(url).scheme.lower()
@@ -135,49 +161,100 @@ def download_url(
             f"{url}: the #sha256= fragment ({pinned}) and the expected sha256 ({expected}) "
             "differ: keep one of them"
         )
-    expected = expected or pinned
+    return url, expected or pinned
 
-    paths = _Paths.for_url(url, Path(dest_dir))
-    paths.final.parent.mkdir(parents=True, exist_ok=True)
-    cached = paths.final.is_file()
-    if cached and expected is not None:
-        actual = sha256_file(paths.final)
-        if actual == expected:
-            logger.info("using cached %s (sha256 matches the pin)", paths.final)
-            return paths.final
-        logger.warning(
-            "cached %s has sha256 %s, not the expected %s; downloading it again",
-            paths.final,
-            actual,
-            expected,
-        )
-        cached = False  # not the wanted file: no revalidation, a fresh download
+
+def _cached_copy_matches_pin(final: Path, expected: str) -> bool:
+    """Whether the cached file already has the pinned sha256, so no request is needed.
+
+    Args:
+        final: the cached file.
+        expected: the lower-case hex sha256 it must have.
+
+    Returns:
+        True (logged) when the digests match; False (with a warning that the file will be
+        downloaded again) when they differ.
+    """
+    actual = sha256_file(final)
+    if actual == expected:
+        logger.info("using cached %s (sha256 matches the pin)", final)
+        return True
+    logger.warning(
+        "cached %s has sha256 %s, not the expected %s; downloading it again",
+        final,
+        actual,
+        expected,
+    )
+    return False
+
+
+def _fetch(
+    url: str, paths: _Paths, cached: bool, *, timeout: float, attempts: int, progress: bool
+) -> _Fetched | None:
+    """Revalidate the cached file if there is one, and transfer the body when it is needed.
+
+    Args:
+        url: the URL without fragment.
+        paths: the files of this download.
+        cached: whether a cached file exists that may be revalidated (not a pin mismatch).
+        timeout: seconds allowed for connecting and between two reads.
+        attempts: tries for transient failures.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        What the server said about the completed transfer, or ``None`` when the cached file
+        is to be used as it is (current, not modified, or the server out of reach).
+
+    Raises:
+        DatasetError: if the transfer fails and no cached copy can stand in for it.
+    """
     timeouts = httpx.Timeout(timeout)
     with httpx.Client(follow_redirects=True, timeout=timeouts, headers=_HEADERS) as client:
-        conditional: dict[str, str] = {}
-        if cached:
-            meta = _read_json(paths.meta)
-            if meta.get("url") != url:
-                meta = {}  # written for another source (or lost): no validators to trust
-            if _part_is_newer_version(url, paths, meta):
-                logger.info("resuming an interrupted update of %s", paths.final)
-            else:
-                _discard_part(paths)  # a stale part of the cached version: not needed
-                conditional = _conditional_headers(meta)
-                if not conditional and _head_matches_cache(client, url, paths.final):
-                    return paths.final
+        conditional = _revalidation_headers(client, url, paths) if cached else {}
+        if conditional is None:
+            return None
         try:
             fetched = _transfer(client, url, paths, conditional, attempts, progress)
         except _Unreachable as error:
             # Nothing new arrived: the cached copy is the best there is (offline use).
             if conditional and not paths.part.exists():
                 logger.warning("%s; using the cached copy %s", error, paths.final)
-                return paths.final
+                return None
             raise
     if fetched is None:
         logger.info("%s is not modified; using cached %s", url, paths.final)
-        return paths.final
-    return _finish(url, paths, fetched, expected)
+    return fetched
+
+
+def _revalidation_headers(client: httpx.Client, url: str, paths: _Paths) -> dict[str, str] | None:
+    """Decide how a cached file is revalidated before anything is downloaded.
+
+    A leftover part of a newer version is resumed (no conditional headers). Otherwise any stale
+    part is dropped and the validators in ``<name>.meta.json`` give ``If-None-Match`` /
+    ``If-Modified-Since`` headers, so one conditional GET answers 304 (cached file current) or
+    200 (the new version, in the same request). Without validators a HEAD request's
+    ``Content-Length`` is compared with the cached size instead.
+
+    Args:
+        client: the HTTP client of this download.
+        url: the URL without fragment.
+        paths: the files of this download; ``paths.final`` exists.
+
+    Returns:
+        The headers for the GET (empty for an unconditional one), or ``None`` when the HEAD
+        check already showed that the cached file can be used.
+    """
+    meta = _read_json(paths.meta)
+    if meta.get("url") != url:
+        meta = {}  # written for another source (or lost): no validators to trust
+    if _part_is_newer_version(url, paths, meta):
+        logger.info("resuming an interrupted update of %s", paths.final)
+        return {}
+    _discard_part(paths)  # a stale part of the cached version: not needed
+    conditional = _conditional_headers(meta)
+    if not conditional and _head_matches_cache(client, url, paths.final):
+        return None
+    return conditional
 
 
 @dataclass(frozen=True)
@@ -294,39 +371,133 @@ def _receive(
             return None
         raise DatasetError(f"{url}: unexpected HTTP 304 to an unconditional request")
     if status == 416 and offset:
-        match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
-        if match and int(match[1]) == offset:  # the part already holds the whole file
-            return _Fetched(offset, info.get("etag"), info.get("last_modified"))
-        _discard_part(paths)
-        raise _Restart
-    if status >= 500 or status in _RETRYABLE_4XX:
-        raise _RetryableStatus(status)
-    if status >= 400:
-        raise _http_error(url, status)
-    etag = response.headers.get("ETag")
-    last_modified = response.headers.get("Last-Modified")
+        return _part_already_complete(response, paths, offset, info)
+    _raise_for_failed_status(url, status)
     if status == 206 and offset:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if not match or int(match[1]) != offset:
-            logger.warning("%s: unusable Content-Range; restarting the download", url)
-            _discard_part(paths)
-            raise _Restart
-        total = None if match[3] == "*" else int(match[3])
-        etag = etag or info.get("etag")
-        last_modified = last_modified or info.get("last_modified")
+        fetched = _resume_part(response, url, paths, offset, info)
         mode = "ab"
     elif status == 200:
         if offset:
             logger.info("%s: the server sent the whole file (changed source); restarting", url)
         offset = 0
-        total = _content_length(response)
-        write_json_atomic(
-            paths.part_info, {"url": url, "etag": etag, "last_modified": last_modified}
-        )
+        fetched = _start_part(response, url, paths)
         mode = "wb"
     else:
         raise DatasetError(f"{url}: unexpected HTTP {status}: check the URL in FER_DATASET")
+    _write_body(response, paths, mode, offset, fetched.total, progress)
+    return fetched
 
+
+def _part_already_complete(
+    response: httpx.Response, paths: _Paths, offset: int, info: dict[str, Any]
+) -> _Fetched:
+    """Handle HTTP 416 to a range request: the part may already hold the whole file.
+
+    Args:
+        response: the 416 response.
+        paths: the files of this download.
+        offset: the size of the part, where the range started.
+        info: the part's recorded validators (``<name>.part.json``).
+
+    Returns:
+        The transfer as complete, when the server's length equals the part's size.
+
+    Raises:
+        _Restart: otherwise; the part was discarded so the next try starts over.
+    """
+    match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
+    if match and int(match[1]) == offset:  # the part already holds the whole file
+        return _Fetched(offset, info.get("etag"), info.get("last_modified"))
+    _discard_part(paths)
+    raise _Restart
+
+
+def _raise_for_failed_status(url: str, status: int) -> None:
+    """Raise for an error status: retryable ones for another try, other 4xx at once.
+
+    Args:
+        url: the URL, for the message.
+        status: the response's HTTP status.
+
+    Raises:
+        _RetryableStatus: for 5xx, 408 and 429 (the server may answer later).
+        DatasetError: for any other status of 400 or more.
+    """
+    if status >= 500 or status in _RETRYABLE_4XX:
+        raise _RetryableStatus(status)
+    if status >= 400:
+        raise _http_error(url, status)
+
+
+def _resume_part(
+    response: httpx.Response, url: str, paths: _Paths, offset: int, info: dict[str, Any]
+) -> _Fetched:
+    """Check that a 206 answer continues the part exactly where it ends.
+
+    Args:
+        response: the 206 response.
+        url: the URL, for the log.
+        paths: the files of this download.
+        offset: the size of the part, where the requested range starts.
+        info: the part's recorded validators, used where the response repeats none.
+
+    Returns:
+        The file's total size (``None`` if unknown) and validators.
+
+    Raises:
+        _Restart: if the Content-Range is missing or starts elsewhere; the part was discarded.
+    """
+    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    if not match or int(match[1]) != offset:
+        logger.warning("%s: unusable Content-Range; restarting the download", url)
+        _discard_part(paths)
+        raise _Restart
+    return _Fetched(
+        total=None if match[3] == "*" else int(match[3]),
+        etag=response.headers.get("ETag") or info.get("etag"),
+        last_modified=response.headers.get("Last-Modified") or info.get("last_modified"),
+    )
+
+
+def _start_part(response: httpx.Response, url: str, paths: _Paths) -> _Fetched:
+    """Record the validators of a 200 answer that starts the part from byte 0.
+
+    They go to ``<name>.part.json`` before any byte is written, so an interrupted part can be
+    resumed later with an ``If-Range`` that matches exactly this version.
+
+    Args:
+        response: the 200 response.
+        url: the URL, recorded with the validators.
+        paths: the files of this download.
+
+    Returns:
+        The file's size (``None`` if not announced in file bytes) and validators.
+    """
+    etag = response.headers.get("ETag")
+    last_modified = response.headers.get("Last-Modified")
+    total = _content_length(response)
+    write_json_atomic(paths.part_info, {"url": url, "etag": etag, "last_modified": last_modified})
+    return _Fetched(total, etag, last_modified)
+
+
+def _write_body(
+    response: httpx.Response,
+    paths: _Paths,
+    mode: str,
+    offset: int,
+    total: int | None,
+    progress: bool,
+) -> None:
+    """Stream the response body into the part file behind a progress bar.
+
+    Args:
+        response: the 200 or 206 response, body not yet read.
+        paths: the files of this download.
+        mode: ``"ab"`` to continue the part, ``"wb"`` to start it over.
+        offset: bytes already in the part (the progress bar's start).
+        total: the file's full size, if known.
+        progress: show the progress bar on stderr.
+    """
     # Network reads are passed on as they come (not re-chunked by httpx, which would drop a
     # half-filled chunk when the connection breaks); the file buffer writes them in CHUNK_SIZE
     # blocks and is flushed on the way out, so every byte received survives an interruption.
@@ -348,7 +519,6 @@ def _receive(
             bar.update(len(chunk))
         sink.flush()
         os.fsync(sink.fileno())
-    return _Fetched(total, etag, last_modified)
 
 
 def _finish(url: str, paths: _Paths, fetched: _Fetched, expected: str | None) -> Path:

@@ -243,14 +243,42 @@ def sync_s3_prefix(
     Raises:
         DatasetError: if the prefix is empty or cannot be read.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
     uri = f"s3://{bucket}/{prefix}"
     index_path = dest_dir.with_name(dest_dir.name + ".index.json")
     known: dict[str, str] = json.loads(index_path.read_text()) if index_path.exists() else {}
+    listing = _list_prefix_etags(client, bucket, prefix, uri)
+    _check_mirror_listing(uri, listing)
+    stale = [
+        r for r, etag in listing.items() if known.get(r) != etag or not (dest_dir / r).exists()
+    ]
+    _download_into_mirror(client, bucket, prefix, stale, dest_dir, workers, uri)
+    for relative in set(known) - set(listing):  # removed from the store: remove locally too
+        (dest_dir / relative).unlink(missing_ok=True)
+    index_path.write_text(json.dumps(listing))
+    logger.info("%s: %d objects, %d downloaded", uri, len(listing), len(stale))
+    return dest_dir, len(stale)
+
+
+def _list_prefix_etags(client: S3Client, bucket: str, prefix: str, uri: str) -> dict[str, str]:
+    """List the objects under a prefix with their ETags, folder markers left out.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: bucket name.
+        prefix: normalised key prefix (empty or ending in ``/``).
+        uri: ``s3://bucket/prefix``, for the error message.
+
+    Returns:
+        ETag by key relative to the prefix.
+
+    Raises:
+        DatasetError: if the listing fails.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
-        listing = {
+        return {
             item["Key"][len(prefix) :]: item["ETag"]
             for page in client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix
@@ -260,32 +288,63 @@ def sync_s3_prefix(
         }
     except (ClientError, BotoCoreError) as error:
         raise _s3_error(uri, error) from error
+
+
+def _check_mirror_listing(uri: str, listing: dict[str, str]) -> None:
+    """Refuse an empty prefix and keys that would land outside the local mirror.
+
+    Args:
+        uri: ``s3://bucket/prefix``, for the error messages.
+        listing: ETag by key relative to the prefix.
+
+    Raises:
+        DatasetError: if the listing is empty or a key is absolute or contains ``..``.
+    """
     if not listing:
         raise DatasetError(f"{uri} holds no objects; check the bucket and prefix in FER_DATASET")
     for relative in listing:
         if relative.startswith("/") or ".." in Path(relative).parts:
             raise DatasetError(f"{uri}: object key {relative!r} would escape the local mirror")
-    stale = [
-        r for r, etag in listing.items() if known.get(r) != etag or not (dest_dir / r).exists()
-    ]
+
+
+def _download_into_mirror(
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    relatives: list[str],
+    dest_dir: Path,
+    workers: int,
+    uri: str,
+) -> None:
+    """Download objects into the mirror in parallel, each through a ``.part`` file.
+
+    Args:
+        client: boto3 S3 client.
+        bucket: bucket name.
+        prefix: normalised key prefix the relative keys are under.
+        relatives: keys relative to the prefix, each also its path inside ``dest_dir``.
+        dest_dir: the local mirror.
+        workers: parallel downloads.
+        uri: ``s3://bucket/prefix``, for the error message.
+
+    Raises:
+        DatasetError: if a download fails.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
 
     def fetch(relative: str) -> None:
         target = dest_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
+        # A rename after the whole object arrived: an interrupted sync leaves no torn file.
         part = target.with_name(target.name + ".part")
         client.download_file(bucket, prefix + relative, str(part))
         os.replace(part, target)
 
     try:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(fetch, stale))
+            list(pool.map(fetch, relatives))
     except (ClientError, BotoCoreError) as error:
         raise _s3_error(uri, error) from error
-    for relative in set(known) - set(listing):  # removed from the store: remove locally too
-        (dest_dir / relative).unlink(missing_ok=True)
-    index_path.write_text(json.dumps(listing))
-    logger.info("%s: %d objects, %d downloaded", uri, len(listing), len(stale))
-    return dest_dir, len(stale)
 
 
 # --- acquire ----------------------------------------------------------------------------------

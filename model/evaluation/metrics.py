@@ -220,38 +220,11 @@ def load_labelled_images(
     Raises:
         DatasetError: if the source is missing, empty or malformed; the message says which.
     """
-    import csv
-
     classes = [c.lower() for c in classes]
     if source.is_file() and source.suffix.lower() == ".csv":
-        with source.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            fields = {name.strip().lower(): name for name in reader.fieldnames or []}
-            path_key = next(
-                (fields[k] for k in ("path", "image", "file", "filename") if k in fields), None
-            )
-            label_key = next(
-                (fields[k] for k in ("label", "emotion", "class") if k in fields), None
-            )
-            if path_key is None or label_key is None:
-                raise DatasetError(
-                    f"{source} needs a header with a path column (path/image/file/filename) and "
-                    f"a label column (label/emotion/class); found {list(fields)}"
-                )
-            rows = [(row[path_key], row[label_key], n) for n, row in enumerate(reader, start=2)]
-        items = [
-            (source.parent / path, _label_index(label, f"{source}:{line}", classes))
-            for path, label, line in rows
-        ]
+        items = _csv_items(source, classes)
     elif source.is_dir():
-        root = source / "test" if (source / "test").is_dir() else source
-        items = [
-            (path, classes.index(folder.name.lower()))
-            for folder in sorted(p for p in root.iterdir() if p.is_dir())
-            if folder.name.lower() in classes
-            for path in sorted(folder.iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        items = _folder_items(source, classes)
     else:
         raise DatasetError(
             f"{source} is neither a folder (DIR/<class>/* or DIR/test/<class>/*) nor a .csv file"
@@ -260,6 +233,41 @@ def load_labelled_images(
         raise DatasetError(f"no labelled images found in {source}")
     x = np.stack([_read_image(path) for path, _ in items])
     return x, np.array([label for _, label in items], dtype=np.int64)
+
+
+def _csv_items(source: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
+    """(image path, label index) of each row of a CSV with a path and a label column."""
+    import csv
+
+    with source.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = {name.strip().lower(): name for name in reader.fieldnames or []}
+        path_key = next(
+            (fields[k] for k in ("path", "image", "file", "filename") if k in fields), None
+        )
+        label_key = next((fields[k] for k in ("label", "emotion", "class") if k in fields), None)
+        if path_key is None or label_key is None:
+            raise DatasetError(
+                f"{source} needs a header with a path column (path/image/file/filename) and "
+                f"a label column (label/emotion/class); found {list(fields)}"
+            )
+        rows = [(row[path_key], row[label_key], n) for n, row in enumerate(reader, start=2)]
+    return [
+        (source.parent / path, _label_index(label, f"{source}:{line}", classes))
+        for path, label, line in rows
+    ]
+
+
+def _folder_items(source: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
+    """(image path, label index) of each image in ``<class>/`` folders (of ``test/`` if any)."""
+    root = source / "test" if (source / "test").is_dir() else source
+    return [
+        (path, classes.index(folder.name.lower()))
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        if folder.name.lower() in classes
+        for path in sorted(folder.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
 
 
 def load_scored(model_path: Path) -> tuple[keras.Model, TFLiteRunner | None]:

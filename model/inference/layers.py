@@ -248,7 +248,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """BatchNormalization through TensorFlow's fused kernel; the Keras layer elsewhere.
 
     Keras 3 normalises with separate ops (cast to float32, moments, normalise, cast back),
-    which took about 38 % of a training step of the ``cpu`` network on 2 cores; TensorFlow's
+    which took a large share of a training step of the ``cpu`` network (docs/model.md); TensorFlow's
     ``FusedBatchNormV3`` does each direction in one kernel and takes bfloat16 activations
     with float32 statistics. Same variables, same update rule, so a model can swap between
     the two layers with ``set_weights``. Falls back to the Keras layer for other backends,

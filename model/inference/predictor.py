@@ -135,8 +135,8 @@ class Predictor:
     """A loaded model that turns images into per-class probabilities.
 
     Runs the TFLite export through LiteRT when there is one, else calls the Keras model
-    directly (never ``model.predict``, which costs ~50 ms of overhead per call whatever the
-    batch).
+    directly (never ``model.predict``, whose per-call overhead dwarfs one face's work:
+    bench/infer.py, docs/model.md).
 
     Args:
         model: a Keras model or a :class:`~model.inference.tflite.TFLiteRunner`, mapping
@@ -172,8 +172,7 @@ class Predictor:
 
         exported = path.with_name(TFLITE_FILE)
         if prefer_tflite and exported.is_file():
-            # One thread per core: 1.84 ms per face with 2 threads vs 3.37 with 1 on 2 cores
-            # (bench/infer.py).
+            # One thread per core: faster per face than one thread (bench/infer.py).
             return cls(TFLiteRunner(exported, threads=os.cpu_count()), version=version)
         return cls(load_keras_model(path), version=version)
 

@@ -186,7 +186,13 @@ class ModelRegistry:
         )
         return StoreUnavailable(message) if _is_transient(error) else RegistryError(message)
 
-    def _get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
+    def get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """A JSON object and its ETag; None when the key does not exist.
+
+        Raises:
+            StoreUnavailable: the store did not answer (transient).
+            RegistryError: any other store failure.
+        """
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
@@ -370,7 +376,7 @@ class ModelRegistry:
         Raises:
             RegistryError: if the version does not exist or is incomplete.
         """
-        found = self._get_json(f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}")
+        found = self.get_json(f"{MODELS_PREFIX}/{version}/{MANIFEST_FILE}")
         if found is None:
             raise RegistryError(
                 f"model version {version!r} has no manifest in {self.uri(MODELS_PREFIX)}: it "
@@ -398,7 +404,7 @@ class ModelRegistry:
 
     def champion(self) -> ChampionPointer | None:
         """The current champion, or None when nothing was promoted yet."""
-        found = self._get_json(CHAMPION_KEY)
+        found = self.get_json(CHAMPION_KEY)
         return None if found is None else ChampionPointer.from_json(found[0])
 
     def promote(self, version: str) -> ChampionPointer:
@@ -413,7 +419,7 @@ class ModelRegistry:
         Raises:
             RegistryError: if the version is incomplete or another promotion won the race.
         """
-        current = self._get_json(CHAMPION_KEY)
+        current = self.get_json(CHAMPION_KEY)
         if current is not None and current[0]["version"] == version:
             # Already champion (a retried call whose first write landed): keep `previous`.
             return ChampionPointer.from_json(current[0])
@@ -436,7 +442,7 @@ class ModelRegistry:
             RegistryError: if there is no champion or no previous one, or the pointer
                 changed meanwhile.
         """
-        current = self._get_json(CHAMPION_KEY)
+        current = self.get_json(CHAMPION_KEY)
         if current is None:
             raise RegistryError("there is no champion to roll back; promote a version first")
         pointer = ChampionPointer.from_json(current[0])

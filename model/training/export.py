@@ -3,9 +3,9 @@
 The export is the calibrated model (temperature included), by default with int8 weights
 (dynamic-range quantization: activations are quantized on the fly, so no calibration data is
 needed), checked against Keras on real images before it is kept. Serving runs it through the
-LiteRT interpreter (XNNPACK on CPU): 0.49 ms per face on 2 cores, against 1.75 ms for the
-float32 export and 47 ms for a Keras call (``bench/infer.py``, the cpu recipe's model).
-Evaluation scores the export itself, so the gate judges exactly what serves.
+LiteRT interpreter (XNNPACK on CPU), several times faster than the float32 export and far
+faster than a Keras call (``bench/infer.py``; figures in bench/RESULTS.md). Evaluation scores
+the export itself, so the gate judges exactly what serves.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 # float32 kernels differ from TensorFlow's only by summation order: far below this.
 MAX_ABS_DIFFERENCE = 1e-4
-# int8 weights move probabilities by ~0.01-0.03 on trained models (0.028 at most over the
-# public test split for the cpu recipe); more than this means the conversion went wrong.
+# int8 weights move a trained model's probabilities by a few hundredths (docs/model.md); more
+# than this means the conversion went wrong.
 MAX_QUANTIZED_DIFFERENCE = 0.05
 
 
@@ -54,21 +54,7 @@ def export_tflite(
         file) when the Keras backend cannot export to TFLite, the converter fails, or the
         outputs differ by more than the tolerance, in which case serving uses the Keras model.
     """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        logger.warning("no TFLite export under the %s backend", keras.backend.backend())
-        return None
-    converter: dict[str, Any] = {}
-    if quantize:
-        import tensorflow as tf
-
-        converter["optimizations"] = [tf.lite.Optimize.DEFAULT]
-    try:
-        model.export(str(dest), format="litert", verbose=False, **converter)
-    except Exception:  # a converter failure must not throw away an hour of training
-        logger.exception("TFLite export failed; serving will use the Keras model")
-        dest.unlink(missing_ok=True)
+    if not _convert(model, dest, quantize):
         return None
     pixels = check_pixels.astype(np.float32)
     checked = model if reference is None else reference
@@ -92,3 +78,24 @@ def export_tflite(
     (dest.parent / EXPORT_FILE).write_text(json.dumps(report, indent=2))
     logger.info("exported %s (max abs difference %.2e on %d images)", dest, difference, len(pixels))
     return report
+
+
+def _convert(model: Any, dest: Path, quantize: bool) -> bool:
+    """Write the LiteRT flatbuffer; False (logged, no file) when it cannot be made."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        logger.warning("no TFLite export under the %s backend", keras.backend.backend())
+        return False
+    converter: dict[str, Any] = {}
+    if quantize:
+        import tensorflow as tf
+
+        converter["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    try:
+        model.export(str(dest), format="litert", verbose=False, **converter)
+    except Exception:  # a converter failure must not throw away an hour of training
+        logger.exception("TFLite export failed; serving will use the Keras model")
+        dest.unlink(missing_ok=True)
+        return False
+    return True

@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,12 +40,12 @@ from model.training.network import (
     logits_model,
     with_temperature,
 )
-from model.training.warmstart import Parent, start_from
+from model.training.warmstart import Parent, WarmStart, start_from
 
 if TYPE_CHECKING:
     import keras
 
-    from model.training.callbacks import ProgressListener
+    from model.training.callbacks import ProgressListener, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def split_train_validation(
     return train_test_split(x, y, test_size=n_val, random_state=seed, stratify=stratify)
 
 
-def _build(config: TrainConfig, precision: str) -> keras.Model:
+def build_network(config: TrainConfig, precision: str) -> keras.Model:
     """Build the network under a dtype policy (restored afterwards: it is global state)."""
     import keras
 
@@ -169,7 +170,7 @@ def class_weights(y: np.ndarray, num_classes: int, scheme: str) -> np.ndarray:
     return (weights * len(y) / float(counts @ weights)).astype(np.float32)
 
 
-def _batches(
+def input_pipeline(
     x: np.ndarray,
     y: np.ndarray,
     batch_size: int,
@@ -182,8 +183,8 @@ def _batches(
     shuffled indices and casts it: no float copy of the split, no per-image shuffle buffer.
     The pipeline repeats (reshuffled each pass) and ``fit`` is given the steps of one pass, so
     Keras keeps one training iterator for the whole run, and tf.data's autotuning is off:
-    with it, deleting an iterator stalled ~50 s at 0 % CPU (every thread on a futex) at the
-    start of about half the epochs.
+    with it, deleting an iterator stalled for tens of seconds at 0 % CPU (every thread on a
+    futex) at the start of about half the epochs.
 
     Args:
         x: uint8 images.
@@ -208,7 +209,7 @@ def _batches(
     if seed is not None:
         order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     # No autotuning: its background thread waits on a timer of up to a minute, and deleting
-    # an iterator (Keras does at every evaluation) waited for it: 35-50 s at 0 % CPU.
+    # an iterator (Keras does at every evaluation) waited for it, at 0 % CPU.
     options = tf.data.Options()
     options.autotune.enabled = False
 
@@ -220,7 +221,8 @@ def _batches(
     return dataset, -(-len(x) // batch_size)
 
 
-def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """The configured optimizer (with weight decay and the EMA of weights when set)."""
     import keras
 
     decay = config.weight_decay or None
@@ -252,16 +254,10 @@ def fit_model(
 ) -> TrainResult:
     """Train a network on arrays and save it with its history into ``run_dir``.
 
-    With ``config.warm_start`` the network starts from ``parent``'s weights when they fit
-    (see :mod:`model.training.warmstart`) and its learning rate restarts at ``warm_restart_lr`` of
-    the peak; otherwise, and without a parent, it starts from fresh weights.
-
-    The best epoch by validation accuracy is kept (``test/`` plays no part). Unless
-    ``config.resumable`` is off, progress is backed up to ``resume_dir`` after every epoch:
-    a run killed mid-way and started again
-    with the same ``resume_dir`` continues from its last finished epoch, with the same
-    learning-rate plan, time budget and best checkpoint. The folder is removed once the
-    model is saved.
+    With ``config.warm_start`` it starts from ``parent``'s weights when they fit (see
+    :mod:`model.training.warmstart`). The best epoch by validation accuracy is kept. Unless
+    ``config.resumable`` is off, a killed run started again with the same ``resume_dir``
+    continues from its last finished epoch, plan, budget and best checkpoint.
 
     Args:
         x: uint8 images N x 48 x 48 x 1.
@@ -269,22 +265,59 @@ def fit_model(
         config: hyperparameters.
         run_dir: existing directory for the run's artefacts.
         resume_dir: where to keep (and look for) the backup; default ``run_dir/resume``.
-        callbacks: extra Keras callbacks (progress reporting, say), run after the built-in ones.
-        strategy: a ``tf.distribute`` strategy to train under (see
-            :func:`distribution_strategy`); ``config.batch_size`` is then the global batch,
-            split across its replicas. None trains on one device.
+        callbacks: extra Keras callbacks, run after the built-in ones.
+        strategy: a ``tf.distribute`` strategy (see :func:`distribution_strategy`);
+            ``config.batch_size`` is then the global batch. None trains on one device.
         listeners: called with each epoch's :class:`model.training.callbacks.EpochProgress`.
         parent: the champion to warm-start from (used only with ``config.warm_start``).
         no_parent_reason: why there is no parent, recorded when ``parent`` is None.
 
     Returns:
-        Paths of the saved model (float32, calibrated, augmentation inactive outside
-        training), its TFLite export (when the backend can export it and it matches Keras)
-        and the history.
+        Paths of the saved model (float32, calibrated), its TFLite export (when it matches
+        Keras) and the history.
     """
     import keras
 
-    from model.training.callbacks import TrainingPlan
+    precision, hardware = _precision_on_this_machine(config)
+    keras.utils.set_random_seed(config.seed)
+    resume_dir = _resume_dir(config, resume_dir or run_dir / "resume")
+    x_train, x_val, y_train, y_val = split_train_validation(
+        x, y, config.validation_fraction, config.seed
+    )
+    model = _compiled(config, precision, strategy)
+    warm = start_from(model, parent, no_parent_reason) if config.warm_start else None
+    plan = _training_plan(config, warm, resume_dir, listeners)
+    best_path = resume_dir / "best.keras"
+    if len(plan.state["seconds"]) < plan.planned:
+        used = [*_callbacks(config, plan, resume_dir, best_path), *callbacks]
+        _fit(model, config, used, (x_train, y_train), (x_val, y_val))
+    served = _save_served(config, best_path, run_dir, x_val, y_val)
+    history_path = _save_history(plan.history, run_dir)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    return TrainResult(
+        run_dir=run_dir,
+        model_path=run_dir / MODEL_FILE,
+        history_path=history_path,
+        epochs_run=len(plan.state["seconds"]),
+        best_val_accuracy=float(plan.best or 0.0),
+        temperature=served.temperature,
+        tflite_path=run_dir / TFLITE_FILE if served.exported else None,
+        precision=precision,
+        backend=keras.backend.backend(),
+        hardware=hardware,
+        train_images=len(y_train),
+        warm_start=warm,
+    )
+
+
+def _precision_on_this_machine(config: TrainConfig) -> tuple[str, str]:
+    """Threads set, the compute precision resolved for this hardware; logged.
+
+    Returns:
+        ``(precision, hardware description)``.
+    """
+    import keras
+
     from model.training.hardware import cpu_flags, describe_hardware, gpu_info, resolve_precision
 
     configure_threads()
@@ -301,29 +334,46 @@ def fit_model(
         precision,
         config.precision,
     )
-    keras.utils.set_random_seed(config.seed)
-    resume_dir = resume_dir or run_dir / "resume"
+    return precision, hardware
+
+
+def _resume_dir(config: TrainConfig, folder: Path) -> Path:
+    """The backup folder, emptied first when the run is not resumable."""
     if not config.resumable:  # what a killed run left there would not match fresh weights
-        shutil.rmtree(resume_dir, ignore_errors=True)
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    x_train, x_val, y_train, y_val = split_train_validation(
-        x, y, config.validation_fraction, config.seed
-    )
-    one_hot = np.eye(len(CLASSES), dtype=np.float32)
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _compiled(config: TrainConfig, precision: str, strategy: Any | None) -> keras.Model:
+    """The network built and compiled (under ``strategy``'s scope when there is one)."""
+    import keras
+
     # Variables (weights, optimizer slots, seed generators) must be created in the
     # strategy's scope to be mirrored; fit then distributes each batch by itself.
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = _build(config, precision)
+        model = build_network(config, precision)
         model.compile(
-            optimizer=_optimizer(config),
+            optimizer=make_optimizer(config),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=["accuracy"],
             steps_per_execution=config.steps_per_execution,
         )
     require_jit(model)
-    warm = start_from(model, parent, no_parent_reason) if config.warm_start else None
+    return model
+
+
+def _training_plan(
+    config: TrainConfig,
+    warm: WarmStart | None,
+    resume_dir: Path,
+    listeners: tuple[ProgressListener, ...],
+) -> TrainingPlan:
+    """Epochs, learning-rate schedule and time budget; a warm start restarts at a lower peak."""
+    from model.training.callbacks import TrainingPlan
+
     restart = warm is not None and warm.parent is not None
-    plan = TrainingPlan(
+    return TrainingPlan(
         max_epochs=config.epochs,
         peak=config.learning_rate * (config.warm_restart_lr if restart else 1.0),
         warmup_epochs=config.warmup_epochs,
@@ -332,7 +382,14 @@ def fit_model(
         state_path=resume_dir / "plan.json",
         listeners=listeners,
     )
-    best_path = resume_dir / "best.keras"
+
+
+def _callbacks(
+    config: TrainConfig, plan: TrainingPlan, resume_dir: Path, best_path: Path
+) -> list[keras.callbacks.Callback]:
+    """The built-in callbacks, in the order they must run."""
+    import keras
+
     best = keras.callbacks.ModelCheckpoint(
         best_path, monitor="val_accuracy", mode="max", save_best_only=True
     )
@@ -350,50 +407,71 @@ def fit_model(
                 monitor="val_accuracy", patience=config.early_stopping_patience
             )
         )
-    used += callbacks
-    if len(plan.state["seconds"]) < plan.planned:
-        weights = class_weights(y_train, len(CLASSES), config.class_weighting)
-        train, train_steps = _batches(
-            x_train,
-            one_hot[y_train],
-            config.batch_size,
-            config.seed,
-            None if config.class_weighting == "none" else weights[y_train],
+    return used
+
+
+def _fit(
+    model: keras.Model,
+    config: TrainConfig,
+    callbacks: list[keras.callbacks.Callback],
+    train_split: tuple[np.ndarray, np.ndarray],
+    val_split: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Run ``model.fit``: a repeating tf.data pipeline under TensorFlow, arrays elsewhere."""
+    (x_train, y_train), (x_val, y_val) = train_split, val_split
+    one_hot = np.eye(len(CLASSES), dtype=np.float32)
+    weights = class_weights(y_train, len(CLASSES), config.class_weighting)
+    train, train_steps = input_pipeline(
+        x_train,
+        one_hot[y_train],
+        config.batch_size,
+        config.seed,
+        None if config.class_weighting == "none" else weights[y_train],
+    )
+    val, val_steps = input_pipeline(x_val, one_hot[y_val], 512, None)
+    full_pass = -(-len(y_train) // config.batch_size)
+    steps = max(1, round(full_pass * config.epoch_fraction))
+    if train_steps is None:
+        model.fit(
+            *train[:2],
+            sample_weight=train[2] if len(train) > 2 else None,
+            validation_data=val,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            steps_per_epoch=steps if config.epoch_fraction < 1 else None,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=0,
         )
-        val, val_steps = _batches(x_val, one_hot[y_val], 512, None)
-        full_pass = -(-len(y_train) // config.batch_size)
-        steps = max(1, round(full_pass * config.epoch_fraction))
-        if train_steps is None:
-            model.fit(
-                *train[:2],
-                sample_weight=train[2] if len(train) > 2 else None,
-                validation_data=val,
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                steps_per_epoch=steps if config.epoch_fraction < 1 else None,
-                shuffle=True,
-                callbacks=used,
-                verbose=0,
-            )
-        else:
-            model.fit(
-                train,
-                steps_per_epoch=steps,  # the pipeline repeats: a short epoch continues it
-                validation_data=val,
-                validation_steps=val_steps,
-                epochs=config.epochs,
-                shuffle=False,  # the pipeline shuffles
-                callbacks=used,
-                verbose=0,
-            )
-    # The kept epoch, rebuilt in float32 for serving and export, then calibrated on validation.
-    final = _build(config, "float32")
+        return
+    model.fit(
+        train,
+        steps_per_epoch=steps,  # the pipeline repeats: a short epoch continues it
+        validation_data=val,
+        validation_steps=val_steps,
+        epochs=config.epochs,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+@dataclass(frozen=True)
+class _Served:
+    temperature: float
+    exported: bool
+
+
+def _save_served(
+    config: TrainConfig, best_path: Path, run_dir: Path, x_val: np.ndarray, y_val: np.ndarray
+) -> _Served:
+    """The kept epoch rebuilt in float32, calibrated on validation, saved and exported."""
+    final = build_network(config, "float32")
     final.set_weights(load_keras_model(best_path).get_weights())
     views = {"flip_average": config.test_time_flip, "shift": config.test_time_shift}
     calibration = _calibrate(with_temperature(final, 1.0, **views), x_val, y_val)
-    model_path = run_dir / MODEL_FILE
     served = with_temperature(final, calibration["temperature"], **views)
-    served.save(model_path)
+    served.save(run_dir / MODEL_FILE)
     folded = fold_batch_norm(final, config.network, (IMAGE_SIZE, IMAGE_SIZE, 1), config.seed)
     exported = export_tflite(
         with_temperature(folded, calibration["temperature"], **views),
@@ -403,25 +481,15 @@ def fit_model(
         quantize=config.quantize_export,
     )
     (run_dir / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2))
-    history = plan.history
-    history_path = run_dir / HISTORY_FILE
-    history_path.write_text(json.dumps(history, indent=2))
+    return _Served(calibration["temperature"], exported is not None)
+
+
+def _save_history(history: dict[str, list[float]], run_dir: Path) -> Path:
+    """The per-epoch history as JSON and as the training-curves PNG."""
+    path = run_dir / HISTORY_FILE
+    path.write_text(json.dumps(history, indent=2))
     plot_curves(history, run_dir / CURVES_FILE)
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    return TrainResult(
-        run_dir=run_dir,
-        model_path=model_path,
-        history_path=history_path,
-        epochs_run=len(plan.state["seconds"]),
-        best_val_accuracy=float(plan.best or 0.0),
-        temperature=calibration["temperature"],
-        tflite_path=run_dir / TFLITE_FILE if exported else None,
-        precision=precision,
-        backend=keras.backend.backend(),
-        hardware=hardware,
-        train_images=len(y_train),
-        warm_start=warm,
-    )
+    return path
 
 
 def require_jit(model: keras.Model) -> None:
@@ -503,11 +571,10 @@ def train_model(
     no_parent_reason: str = "no champion was looked up",
     cleaned: Cleaned | None = None,
 ) -> TrainResult:
-    """Train on the dataset's cleaned ``train/`` split (``test/`` is never touched here).
+    """Train on what the clean step kept of ``train/`` (``test/`` is never touched here).
 
-    The clean step (:func:`model.data.cleaning.clean_dataset`) removed every training image
-    whose pixels occur in test, duplicates, label-conflicting copies and blank frames; its plan
-    is copied into the run's folder, so the model's reports list what it never saw.
+    The plan (:func:`model.data.cleaning.clean_dataset`) is copied into the run's folder, so
+    the model's reports list what it never saw.
 
     Args:
         ref: the dataset.
@@ -538,13 +605,8 @@ def train_model(
     run_dir = new_run_dir(home)
     cleaning_path = run_dir / CLEANING_FILE
     shutil.copyfile(cleaned.report_path, cleaning_path)
-    logger.info(
-        "training on %d of %d train images (removed %s), run dir %s",
-        len(y),
-        cleaned.train_before,
-        cleaned.removed_counts,
-        run_dir,
-    )
+    logger.info("training on %d of %d train images (removed %s), run dir %s",
+                len(y), cleaned.train_before, cleaned.removed_counts, run_dir)  # fmt: skip
     result = fit_model(
         x,
         y,

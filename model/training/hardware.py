@@ -66,7 +66,7 @@ class GpuInfo(NamedTuple):
         return self.compute_capability is not None and self.compute_capability >= (8, 0)
 
 
-def _capability(value: object) -> tuple[int, int] | None:
+def gpu_capability(value: object) -> tuple[int, int] | None:
     """``(major, minor)`` from a capability given as ``"9.0"``, ``(9, 0)`` or None."""
     if value is None:
         return None
@@ -93,7 +93,7 @@ def gpu_info() -> GpuInfo | None:
         if not gpus:
             return None
         return GpuInfo(
-            gpus[0].device_kind, _capability(getattr(gpus[0], "compute_capability", None))
+            gpus[0].device_kind, gpu_capability(getattr(gpus[0], "compute_capability", None))
         )
     if backend == "torch":
         import torch
@@ -109,7 +109,8 @@ def gpu_info() -> GpuInfo | None:
             return None
         details = tf.config.experimental.get_device_details(gpus[0])
         return GpuInfo(
-            details.get("device_name", gpus[0].name), _capability(details.get("compute_capability"))
+            details.get("device_name", gpus[0].name),
+            gpu_capability(details.get("compute_capability")),
         )
     return None
 

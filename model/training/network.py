@@ -57,9 +57,8 @@ class NetworkConfig(BaseModel):
     batch_norm: bool = Field(False, description="BatchNorm after each convolution.")
     fused_batch_norm: bool = Field(
         False,
-        description="Run BatchNorm through TensorFlow's fused kernel (1.39x the training "
-        "images/s of the cpu network on 2 cores, bench/train.py); the same variables and "
-        "update rule.",
+        description="Run BatchNorm through TensorFlow's fused kernel (more training images/s: "
+        "bench/train.py, docs/model.md); the same variables and update rule.",
     )
     batch_norm_momentum: float = Field(
         0.99,

@@ -42,6 +42,8 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         "FER_PREFECT_PORT": str(free_port()),
         "FER_S3_PORT": str(free_port()),
         "FER_SERVE_PORT": str(free_port()),
+        # `fer up`'s worker asks for the first run every second, not every 10.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     app_url = f"http://127.0.0.1:{env['FER_SERVE_PORT']}/"
     log = tmp_path / "fer-up.log"

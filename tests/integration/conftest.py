@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,18 @@ def registry(services: Settings, monkeypatch: pytest.MonkeyPatch) -> ModelRegist
     registry = ModelRegistry.from_settings(get_settings())
     registry.ensure_bucket()
     return registry
+
+
+def run_that_published(settings: Settings, version: str) -> Any:
+    """The flow run whose ``model-version`` artifact names ``version``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-version"]))
+            )
+            (artifact,) = [a for a in artifacts if version in str(a.data)]
+            return client.read_flow_run(artifact.flow_run_id)

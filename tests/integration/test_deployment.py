@@ -88,7 +88,7 @@ def _wait_final(settings: Settings, run_id: UUID, timeout: float = 600) -> Any:
         run = _api(settings, lambda client: client.read_flow_run(run_id))
         if run.state is not None and run.state.is_final():
             return run
-        time.sleep(2)
+        time.sleep(0.5)
     pytest.fail(f"flow run {run_id} did not finish within {timeout} s")
 
 
@@ -268,7 +268,8 @@ def test_runs_queued_while_the_worker_is_down_run_after_a_restart(
     # Nothing listens here: the source is unreachable, so the run fails fast in acquire.
     unreachable = f"http://127.0.0.1:{free_port()}/fer2013.zip"
     run_id = _create_run(services, _parameters(unreachable, GateConfig()))
-    time.sleep(5)
+    # Three of the session workers' 1-second polls: a worker still up would have taken it.
+    time.sleep(3)
     waiting = _api(services, lambda client: client.read_flow_run(run_id))
     assert waiting.state.is_scheduled() or waiting.state.is_pending(), waiting.state
     worker_up(services)
@@ -294,7 +295,7 @@ HOW_STARTED = [
 def test_fer_worker_stops_cleanly_however_it_was_started(
     services: Settings, deployed: Deployed
 ) -> None:
-    from infra.services import _worker_health
+    from infra.services import worker_healthy
 
     fer = Path(sys.executable).with_name("fer")
     init = Path(sys.executable).with_name("dumb-init")
@@ -309,7 +310,7 @@ def test_fer_worker_stops_cleanly_however_it_was_started(
             )
             try:
                 deadline = time.monotonic() + 120
-                while not _worker_health(services, started):
+                while not worker_healthy(services, started):
                     assert process.poll() is None, process.stdout.read().decode()[-2000:]
                     assert time.monotonic() < deadline, f"{shell}: never reported to the server"
                     time.sleep(1)

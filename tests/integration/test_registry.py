@@ -53,13 +53,13 @@ def test_stale_promotion_loses_the_race(
     second = registry.publish_version(model_file, {})
     third = registry.publish_version(model_file, {})
     registry.promote(first)
-    stale = registry._get_json(CHAMPION_KEY)
+    stale = registry.get_json(CHAMPION_KEY)
     registry.promote(second)
     # A promoter that read the pointer before the last promotion must not overwrite it.
     monkeypatch.setattr(
         registry,
-        "_get_json",
-        lambda key: stale if key == CHAMPION_KEY else ModelRegistry._get_json(registry, key),
+        "get_json",
+        lambda key: stale if key == CHAMPION_KEY else ModelRegistry.get_json(registry, key),
     )
     with pytest.raises(RegistryError, match="changed while promoting"):
         registry.promote(third)
@@ -82,8 +82,8 @@ def test_concurrent_promotions_exactly_one_wins(
     everyone_read = threading.Barrier(len(contenders))
 
     class Racing(ModelRegistry):
-        def _get_json(self, key: str):  # type: ignore[no-untyped-def]
-            found = super()._get_json(key)
+        def get_json(self, key: str):  # type: ignore[no-untyped-def]
+            found = super().get_json(key)
             if key == CHAMPION_KEY:
                 everyone_read.wait(timeout=30)
             return found
@@ -268,7 +268,7 @@ def test_a_lost_reply_does_not_hide_a_real_race(registry: ModelRegistry, model_f
     first = registry.publish_version(model_file, {})
     second = registry.publish_version(model_file, {})
     registry.promote(first)
-    stale = registry._get_json(CHAMPION_KEY)
+    stale = registry.get_json(CHAMPION_KEY)
     registry.promote(second)
     # A promoter that read the pointer before `second` was promoted, with its own reply lost.
     lost = _lose_first_reply(registry, f"/{CHAMPION_KEY}")

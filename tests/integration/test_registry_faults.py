@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.services import SEAWEEDFS, _ensure_bucket, _start_seaweedfs, _stop, free_port, read_state
+from infra.services import (
+    SEAWEEDFS,
+    ensure_store_bucket,
+    free_port,
+    read_state,
+    start_seaweedfs,
+    stop_service,
+)
 from model.errors import RegistryError, StoreUnavailable
 from model.registry.store import ModelRegistry
 from model.settings import Settings
@@ -19,14 +26,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Settings]:
     settings = Settings(home=tmp_path / "home", s3_port=free_port(), s3_bucket="fer-faults")
-    _start_seaweedfs(settings, timeout=120)
-    _ensure_bucket(settings, timeout=60)
+    start_seaweedfs(settings, timeout=120)
+    ensure_store_bucket(settings, timeout=60)
     try:
         yield settings
     finally:
         state = read_state(settings, SEAWEEDFS)
         if state is not None:
-            _stop(state, grace=10)
+            stop_service(state, grace=10)
 
 
 def _model(tmp_path: Path, text: str) -> tuple[Path, Path]:
@@ -50,7 +57,7 @@ def test_store_down_mid_publish_promotes_nothing_partial(store: Settings, tmp_pa
     def stop_the_store(**_: object) -> None:
         if not stopped:
             stopped.append(True)
-            _stop(read_state(store, SEAWEEDFS), grace=10)
+            stop_service(read_state(store, SEAWEEDFS), grace=10)
 
     registry.client.meta.events.register("after-call.s3.PutObject", stop_the_store)
     new, new_card = _model(tmp_path, "new")
@@ -60,8 +67,8 @@ def test_store_down_mid_publish_promotes_nothing_partial(store: Settings, tmp_pa
     with pytest.raises(StoreUnavailable):
         registry.champion()
 
-    _start_seaweedfs(store, timeout=120)  # same data folder: what was written survives
-    _ensure_bucket(store, timeout=60)
+    start_seaweedfs(store, timeout=120)  # same data folder: what was written survives
+    ensure_store_bucket(store, timeout=60)
     assert registry.champion().version == champion
     assert registry.list_versions() == [champion]
     partial = {

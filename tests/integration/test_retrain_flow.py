@@ -12,12 +12,13 @@ import pytest
 
 from flows.retrain import run_retrain
 from model.contract import CLASSES
-from model.data.dataset import compute_fingerprint, scan_dataset
+from model.data.dataset import compute_fingerprint
 from model.errors import DataQualityError, GateFailed
 from model.evaluation.gate import GateConfig
 from model.registry.store import ModelRegistry
 from model.settings import Settings
-from tests.integration.conftest import QUICK, SUBSET_QUALITY
+from tests.integration.conftest import QUICK, SUBSET_QUALITY, run_that_published
+from tests.unit.helpers import scan
 
 pytestmark = pytest.mark.integration
 
@@ -71,31 +72,20 @@ def _artifacts_of_latest_completed_run(settings: Settings) -> tuple[str, dict[st
 
 
 def _task_runs_of_the_run_that_published(settings: Settings, version: str) -> list[str]:
-    """The task-run names, in start order, of the completed run whose artifact names ``version``."""
+    """The task-run names, in start order, of the run that published ``version``."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterKey,
-        FlowRunFilter,
-        FlowRunFilterId,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    async def read() -> list[str]:
-        async with get_client() as client:
-            artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-version"]))
-            )
-            (run_id,) = {a.flow_run_id for a in artifacts if version in str(a.data)}
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+    run = run_that_published(settings, version)
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             )
-            return [run.name.rsplit("-", 1)[0] for run in runs]
-
-    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
-        return asyncio.run(read())
+    return [task_run.name.rsplit("-", 1)[0] for task_run in task_runs]
 
 
 def test_the_data_flows_one_way_through_one_clean_step(
@@ -121,7 +111,7 @@ def test_retrain_publishes_and_promotes_with_lineage(
     registry = ModelRegistry.from_settings(services)
     assert champion_version in registry.list_versions()
     manifest = registry.read_manifest(champion_version)
-    assert manifest["dataset"]["fingerprint"] == compute_fingerprint(scan_dataset(fer_subset))
+    assert manifest["dataset"]["fingerprint"] == compute_fingerprint(scan(fer_subset))
     assert manifest["metrics"]["n_test"] == 70
     accuracy = manifest["metrics"]["accuracy"]
     confusion = manifest["metrics"]["confusion"]

@@ -10,11 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from model.data.dataset import compute_fingerprint, scan_dataset
+from model.data.dataset import compute_fingerprint
 from model.data.sources import acquire_dataset, fetch_source, parse_source, push_dataset
 from model.errors import DatasetError
 from model.s3 import make_s3_client
 from model.settings import Settings
+from tests.unit.helpers import scan
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def pushed(services: Settings, fer_subset: Path) -> str:
 def test_s3_prefix_gives_the_same_dataset_and_syncs_only_changes(
     services: Settings, fer_subset: Path, pushed: str
 ) -> None:
-    expected = compute_fingerprint(scan_dataset(fer_subset))
+    expected = compute_fingerprint(scan(fer_subset))
     assert acquire_dataset(pushed, services).fingerprint == expected
     counting = CountingClient(make_s3_client(services))
     fetch_source(parse_source(pushed), services, lambda _: counting)
@@ -75,7 +76,7 @@ def test_s3_archive_is_downloaded_once(
     client.upload_file(str(archive), "fer-archives", "fer.zip")
     source = "s3://fer-archives/fer.zip"
     ref = acquire_dataset(source, services)
-    assert ref.fingerprint == compute_fingerprint(scan_dataset(fer_subset))
+    assert ref.fingerprint == compute_fingerprint(scan(fer_subset))
     counting = CountingClient(client)
     fetch_source(parse_source(source), services, lambda _: counting)
     assert counting.downloads == 0
@@ -92,7 +93,7 @@ def test_data_info_prints_counts_and_fingerprint(
     result = CliRunner().invoke(app, ["data", "info", pushed])
     assert result.exit_code == 0, result.output
     assert "happy" in result.output and "      30      10" in result.output
-    assert compute_fingerprint(scan_dataset(fer_subset)) in result.output
+    assert compute_fingerprint(scan(fer_subset)) in result.output
 
 
 def test_push_to_a_non_s3_destination_is_refused(fer_subset: Path) -> None:

@@ -76,7 +76,7 @@ def test_seaweedfs_retries_when_an_internal_port_is_taken(
         )
         settings = Settings(home=tmp_path, s3_port=real_free_port(), prefect_port=real_free_port())
         try:
-            state = services_module._start_seaweedfs(settings, timeout=60)
+            state = services_module.start_seaweedfs(settings, timeout=60)
             assert taken not in state.extra_ports.values()
             log = services_module.log_path(settings, "seaweedfs").read_text()
             assert f"port {taken}" in log  # the first start failed on the taken port
@@ -95,7 +95,7 @@ def test_a_failed_start_stops_what_this_up_started(
         script = "import sys; print('weed: cannot open the data folder'); sys.exit(2)"
         return [sys.executable, "-c", script], {}, {}
 
-    monkeypatch.setattr(services_module, "_seaweedfs_spec", broken_weed)
+    monkeypatch.setattr(services_module, "seaweedfs_spec", broken_weed)
     settings = Settings(home=tmp_path, prefect_port=free_port(), s3_port=free_port())
     with pytest.raises(ServiceError) as error:
         services_up(settings, timeout=120)

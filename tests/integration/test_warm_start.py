@@ -13,7 +13,7 @@ from model.registry.lineage import find_parent
 from model.registry.store import ModelRegistry
 from model.settings import Settings
 from model.training.network import NetworkConfig
-from tests.integration.conftest import QUICK, SUBSET_QUALITY
+from tests.integration.conftest import QUICK, SUBSET_QUALITY, run_that_published
 
 pytestmark = pytest.mark.integration
 
@@ -73,21 +73,6 @@ def test_a_nightly_run_starts_from_the_champion_and_records_it(
     assert parent is None and reason.startswith("the champion could not be fetched")
 
 
-def _run_that_published(settings: Settings, version: str) -> object:
-    """The flow run whose ``model-version`` artifact names ``version``."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
-        with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-version"]))
-            )
-            (artifact,) = [a for a in artifacts if version in str(a.data)]
-            return client.read_flow_run(artifact.flow_run_id)
-
-
 def test_training_progress_reaches_the_ui_and_the_terminal(
     services: Settings, champion_version: str
 ) -> None:
@@ -102,7 +87,7 @@ def test_training_progress_reaches_the_ui_and_the_terminal(
 
     from flows.progress import ProgressDisplay, follow_flow_run
 
-    run = _run_that_published(services, champion_version)
+    run = run_that_published(services, champion_version)
     assert any(tag.startswith("fer-cli-") for tag in run.tags)  # how `fer retrain` finds it
     with temporary_settings({PREFECT_API_URL: services.prefect_url}):
         with get_client(sync_client=True) as client:

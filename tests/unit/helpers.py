@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from model.contract import CLASSES, SPLITS
+from model.data.dataset import ImageRecord, decode_into
 
 
 def write_fer_tree(
@@ -29,3 +31,9 @@ def write_fer_tree(
                 image = Image.fromarray(pixels, "L").convert(mode)
                 image.save(folder / f"{split}_{label}_{n}.png")
     return root
+
+
+def scan(root: Path, workers: int | None = None) -> list[ImageRecord]:
+    """The records indexing makes of ``root`` (decoded into a scratch folder, then dropped)."""
+    with tempfile.TemporaryDirectory(prefix="fer-scan-") as scratch:
+        return decode_into(root, Path(scratch), workers=workers)

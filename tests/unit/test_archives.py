@@ -287,7 +287,7 @@ def test_real_bytes_are_counted_when_headers_understate_sizes(
         archive = make_zip(tmp_path / "fer.zip", list(files))
     else:
         archive = make_tar(tmp_path / "fer.tar.gz", [tar_file(n, d) for n, d in files])
-    monkeypatch.setattr(archives, "_declared_size", lambda info: 0)
+    monkeypatch.setattr(archives, "member_declared_size", lambda info: 0)
     message = rejected(archive, dest, ArchiveLimits(max_total_bytes=250))
     assert "'archive/2.png'" in message and "while extracting" in message
     assert "max_total_bytes=250" in message

@@ -13,17 +13,16 @@ from model.data.dataset import (
     index_dataset,
     load_split,
     read_manifest,
-    scan_dataset,
 )
 from model.errors import DatasetError
-from tests.unit.helpers import write_fer_tree
+from tests.unit.helpers import scan, write_fer_tree
 
 pytestmark = pytest.mark.unit
 
 
 def test_scan_lists_every_image_with_its_facts(tmp_path: Path) -> None:
     root = write_fer_tree(tmp_path / "fer", per_class=2)
-    records = scan_dataset(root)
+    records = scan(root)
     assert len(records) == 2 * 2 * len(CLASSES)
     first = records[0]
     assert (first.split, first.label) == ("test", "angry")
@@ -34,17 +33,17 @@ def test_scan_lists_every_image_with_its_facts(tmp_path: Path) -> None:
 def test_unreadable_file_is_recorded_not_raised(tmp_path: Path) -> None:
     root = write_fer_tree(tmp_path / "fer", per_class=1)
     (root / "train" / "happy" / "broken.jpg").write_bytes(b"not an image")
-    broken = [r for r in scan_dataset(root) if r.relpath.endswith("broken.jpg")]
+    broken = [r for r in scan(root) if r.relpath.endswith("broken.jpg")]
     assert broken and broken[0].mode == "unreadable" and broken[0].width == 0
 
 
 def test_fingerprint_is_stable_and_tracks_content(tmp_path: Path) -> None:
     root = write_fer_tree(tmp_path / "fer", per_class=1)
-    before = compute_fingerprint(scan_dataset(root))
-    assert before == compute_fingerprint(reversed(scan_dataset(root)))
+    before = compute_fingerprint(scan(root))
+    assert before == compute_fingerprint(reversed(scan(root)))
     target = root / "train" / "sad" / "train_sad_0.png"
     target.write_bytes((root / "train" / "happy" / "train_happy_0.png").read_bytes())
-    assert compute_fingerprint(scan_dataset(root)) != before
+    assert compute_fingerprint(scan(root)) != before
 
 
 def test_nested_layout_is_found(tmp_path: Path) -> None:
@@ -140,7 +139,7 @@ def test_split_and_class_folders_match_in_any_case(tmp_path: Path) -> None:
     (root / "Train" / "happy").rename(root / "Train" / "HAPPY")
     (tmp_path / "fer" / "__MACOSX").mkdir()
     assert find_layout_root(tmp_path) == root
-    records = scan_dataset(root)
+    records = scan(root)
     happy = [r for r in records if r.split == "train" and r.label == "happy"]
     assert happy and happy[0].relpath.startswith("Train/HAPPY/")
 
@@ -151,11 +150,14 @@ def test_worker_processes_give_the_same_result(
     import model.data.dataset as dataset
 
     root = write_fer_tree(tmp_path / "fer", per_class=3, mode="RGB")
-    records_one, pixels_one = dataset.scan_and_decode(root, workers=1)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    records_one = dataset.decode_into(root, tmp_path / "one", workers=1)
     monkeypatch.setattr(dataset, "IN_PROCESS_BELOW", 0)
-    records_two, pixels_two = dataset.scan_and_decode(root, workers=2)
+    records_two = dataset.decode_into(root, tmp_path / "two", workers=2)
     assert records_one == records_two
-    assert np.array_equal(pixels_one, pixels_two)
+    for name in ("train_x.npy", "test_x.npy"):
+        assert np.array_equal(np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name))
     assert {r.mode for r in records_two} == {"RGB"}
 
 

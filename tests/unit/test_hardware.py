@@ -66,10 +66,10 @@ def test_the_profiles_pick_their_precision_from_the_hardware() -> None:
 
 
 def test_gpu_bfloat16_follows_the_compute_capability() -> None:
-    from model.training.hardware import GpuInfo, _capability
+    from model.training.hardware import GpuInfo, gpu_capability
 
-    assert _capability("9.0") == (9, 0) and _capability((8, 6)) == (8, 6)
-    assert _capability(None) is None and _capability("sm") is None
+    assert gpu_capability("9.0") == (9, 0) and gpu_capability((8, 6)) == (8, 6)
+    assert gpu_capability(None) is None and gpu_capability("sm") is None
     assert GpuInfo("NVIDIA H200", (9, 0)).bfloat16
     assert not GpuInfo("Tesla T4", (7, 5)).bfloat16
     assert not GpuInfo("unknown", None).bfloat16

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.services import ServiceState, _spawn, _stop, _wait_for, _wait_or_stop
+from infra.services import ServiceState, spawn_service, stop_service, wait_for_health, wait_or_stop
 from model.errors import ServiceError
 from model.settings import Settings
 
@@ -24,24 +24,24 @@ def test_a_spawned_service_is_alive_while_proc_does_not_name_it_yet(tmp_path: Pa
     # then matches nothing, as here, and must not be taken for an exit.
     settings = Settings(home=tmp_path)
     command = [sys.executable, "-c", "import time; time.sleep(30)"]
-    process = _spawn(settings, "svc", command, {})
+    process = spawn_service(settings, "svc", command, {})
     state = _state("svc", process.pid, ["weed", "mini"])
     answers = iter([False, False, True])
     try:
-        _wait_for(lambda: next(answers), state, settings, timeout=30, process=process)
+        wait_for_health(lambda: next(answers), state, settings, timeout=30, process=process)
         assert process.poll() is None
     finally:
-        _stop(_state("svc", process.pid, command), grace=5)
+        stop_service(_state("svc", process.pid, command), grace=5)
         process.wait(timeout=10)
 
 
 def test_an_exit_during_startup_gives_the_code_and_the_log(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     command = [sys.executable, "-c", "import sys; print('no data dir'); sys.exit(3)"]
-    process = _spawn(settings, "svc", command, {})
+    process = spawn_service(settings, "svc", command, {})
     state = _state("svc", process.pid, command)
     with pytest.raises(ServiceError) as error:
-        _wait_or_stop(lambda: False, state, settings, timeout=30, process=process)
+        wait_or_stop(lambda: False, state, settings, timeout=30, process=process)
     message = str(error.value)
     assert "svc exited with code 3 while starting" in message
     assert "no data dir" in message
@@ -51,8 +51,8 @@ def test_an_exit_during_startup_gives_the_code_and_the_log(tmp_path: Path) -> No
 def test_a_service_that_never_answers_is_stopped(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     command = [sys.executable, "-c", "import time; time.sleep(60)"]
-    process = _spawn(settings, "svc", command, {})
+    process = spawn_service(settings, "svc", command, {})
     state = _state("svc", process.pid, command)
     with pytest.raises(ServiceError, match="did not become healthy"):
-        _wait_or_stop(lambda: False, state, settings, timeout=1, process=process)
+        wait_or_stop(lambda: False, state, settings, timeout=1, process=process)
     assert process.wait(timeout=15) is not None

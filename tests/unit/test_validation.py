@@ -98,11 +98,11 @@ def test_config_rejects_crossed_bounds() -> None:
 
 
 def test_every_check_has_a_unique_name_and_a_message() -> None:
-    from validation.suite import _MESSAGES
+    from validation.suite import MESSAGES
 
     names = [check.name for check in build_checks(QualityConfig())]
     assert len(names) == len(set(names))
-    assert set(names) == set(_MESSAGES)
+    assert set(names) == set(MESSAGES)
     severities = {check.severity for check in build_checks(QualityConfig())}
     assert severities == {"critical", "warning"}
 
