@@ -199,11 +199,16 @@ def _executable(name: str) -> str:
     return found
 
 
-def _prefect_health(url: str) -> bool:
+def _answers(url: str, timeout: float) -> bool:
+    """Whether ``url`` answers 200 within ``timeout`` seconds."""
     try:
-        return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+        return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _prefect_health(url: str) -> bool:
+    return _answers(f"{url}/api/health", timeout=2)
 
 
 def require_prefect(settings: Settings) -> None:
@@ -212,11 +217,7 @@ def require_prefect(settings: Settings) -> None:
     Raises:
         ServiceError: naming the URL and how to start a server.
     """
-    try:
-        healthy = httpx.get(f"{settings.prefect_url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        healthy = False
-    if not healthy:
+    if not _answers(f"{settings.prefect_url}/health", timeout=5):
         raise ServiceError(
             f"no Prefect server answers at {settings.prefect_url}; start one with "
             "`fer services up` or set FER_PREFECT_API_URL to a running server"

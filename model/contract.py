@@ -14,6 +14,9 @@ CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad
 SPLITS: tuple[str, ...] = ("train", "test")
 IMAGE_SIZE = 48
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+#: Default pixel standard deviation below which an image is near-blank: the clean step drops
+#: such images from train, validation counts them (each has its own setting, both default here).
+NEAR_BLANK_STD = 1.0
 
 #: The trained Keras model of a run and of a stored version.
 MODEL_FILE = "model.keras"

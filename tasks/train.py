@@ -15,7 +15,7 @@ from model.training.config import TrainConfig, TrainResult
 from model.training.fit import train_model
 from tasks.common import settings
 
-if TYPE_CHECKING:  # model.callbacks imports Keras, which the training itself loads later
+if TYPE_CHECKING:  # model.training.callbacks imports Keras, which the training itself loads later
     from model.training.callbacks import EpochProgress
 
 #: Key of the progress artifact that moves each epoch (``fer up`` and ``fer retrain`` follow it).

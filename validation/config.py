@@ -12,6 +12,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from model.contract import NEAR_BLANK_STD
 from model.errors import ConfigError
 
 
@@ -78,7 +79,7 @@ class QualityConfig(BaseModel):
         "pixels; any copy is a warning.",
     )
     near_blank_std: float = Field(
-        1.0,
+        NEAR_BLANK_STD,
         ge=0,
         description="Pixel standard deviation below which an image counts as near-blank (the "
         "clean step's default threshold too).",

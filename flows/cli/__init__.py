@@ -42,15 +42,15 @@ def main(
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
-# Registered in the order `fer --help` lists them.
+# `fer --help` lists the commands in this order, then the groups in theirs.
+app.add_typer(data.app, name="data")
+app.add_typer(services.app, name="services")
 app.command()(training.retrain)
 app.command()(serve.serve)
 app.add_typer(models.app, name="models")
 app.command()(training.deploy)
 app.command()(services.worker)
 app.command()(training.up)
-app.add_typer(data.app, name="data")
-app.add_typer(services.app, name="services")
 app.command()(models.evaluate)
 
 __all__ = ["app"]

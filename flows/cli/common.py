@@ -78,8 +78,9 @@ GATE_OPTIONS: dict[str, Any] = {
 def with_gate_options(command: F) -> F:
     """Give a command the gate's options; it receives them as one ``gate: GateConfig``.
 
-    The options are appended to the command's signature (which Typer reads), with
-    :class:`GateConfig`'s defaults, so they are written once for every command that gates.
+    The options join the command's signature (which Typer reads), before ``quality_config``
+    when it has one, with :class:`GateConfig`'s defaults: written once for every command
+    that gates.
     """
     own = inspect.signature(command, eval_str=True, locals={"GateConfig": GateConfig})
     options = [
@@ -92,13 +93,16 @@ def with_gate_options(command: F) -> F:
         for name, annotation in GATE_OPTIONS.items()
     ]
     kept = [p for p in own.parameters.values() if p.name != "gate"]
+    at = next((i for i, p in enumerate(kept) if p.name == "quality_config"), len(kept))
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gate = GateConfig(**{name: kwargs.pop(name) for name in GATE_OPTIONS})
         return command(*args, gate=gate, **kwargs)
 
-    signature = own.replace(parameters=[*kept, *options])
+    # Keyword-only from here on: the options after them become keyword-only too.
+    after = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept[at:]]
+    signature = own.replace(parameters=[*kept[:at], *options, *after])
     wrapper.__signature__ = signature  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
     return wrapper  # type: ignore[return-value]

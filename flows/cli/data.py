@@ -102,7 +102,7 @@ def data_validate(source: SourceArgument, quality_config: QualityConfigFile = No
     """
     from datetime import UTC, datetime
 
-    from model.data.cleaning import CleaningConfig, clean_dataset
+    from model.data.cleaning import CleaningConfig, plan_cleaning
     from model.data.sources import acquire_dataset
     from validation.config import read_quality_config
     from validation.run import validate_ref
@@ -119,8 +119,8 @@ def data_validate(source: SourceArgument, quality_config: QualityConfigFile = No
         typer.secho(f"FAILED critical check(s): {names}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo("data quality passed")
-    cleaned = clean_dataset(ref, settings.home_dir, CleaningConfig())
+    plan = plan_cleaning(ref, settings.home_dir, CleaningConfig())
     typer.echo(
-        f"cleaning keeps {cleaned.train_after:,} of {cleaned.train_before:,} training images "
-        f"(removed {cleaned.removed_counts}); plan: {cleaned.report_path}"
+        f"cleaning keeps {plan.train_after:,} of {plan.train_before:,} training images "
+        f"(removed {plan.removed_counts})"
     )

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.contract import CLASSES, SPLITS, DatasetRef
+from model.contract import CLASSES, NEAR_BLANK_STD, SPLITS, DatasetRef
 from model.data.dataset import arrays_dir, load_split, read_manifest
 from model.errors import DatasetError
-from model.files import write_text_atomic
+from model.files import sha256_file, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ class CleaningConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     near_blank_std: float = Field(
-        1.0, ge=0, description="Images whose pixel standard deviation is below this are blank."
+        NEAR_BLANK_STD,
+        ge=0,
+        description="Images whose pixel standard deviation is below this are blank.",
     )
 
 
@@ -205,6 +207,7 @@ class Cleaned(BaseModel):
 
     Attributes:
         report_path: ``cleaning.json`` (every removed path per reason) beside the manifest.
+        report_sha256: its hash, so a plan rewritten since (other thresholds) is refused.
         fingerprint: the dataset the plan is for.
         config: the thresholds it was made with.
         train_before: training images before cleaning.
@@ -215,6 +218,7 @@ class Cleaned(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     report_path: Path
+    report_sha256: str
     fingerprint: str
     config: CleaningConfig
     train_before: int
@@ -271,6 +275,18 @@ def read_cleaning(path: Path) -> CleaningReport:
         ) from error
 
 
+def plan_cleaning(ref: DatasetRef, home: Path, config: CleaningConfig) -> CleaningReport:
+    """Decide which training images to keep and check the plan; nothing is written.
+
+    Raises:
+        DatasetError: the array cache does not match the manifest, or the plan kept a test image.
+    """
+    records = pixel_records(ref, home)
+    report = clean_train(records, config)
+    verify_plan(records, report)
+    return report
+
+
 def clean_dataset(ref: DatasetRef, home: Path, config: CleaningConfig) -> Cleaned:
     """The clean step: decide which training images to keep, check it, write the plan.
 
@@ -285,13 +301,12 @@ def clean_dataset(ref: DatasetRef, home: Path, config: CleaningConfig) -> Cleane
     Raises:
         DatasetError: the array cache does not match the manifest, or the plan kept a test image.
     """
-    records = pixel_records(ref, home)
-    report = clean_train(records, config)
-    verify_plan(records, report)
+    report = plan_cleaning(ref, home, config)
     path = ref.manifest_path.with_name(CLEANING_FILE)
     write_cleaning(report, path)
     return Cleaned(
         report_path=path,
+        report_sha256=sha256_file(path),
         fingerprint=ref.fingerprint,
         config=config,
         train_before=report.train_before,
@@ -322,6 +337,14 @@ def cleaned_train_arrays(
         raise DatasetError(
             f"the cleaning plan {cleaned.report_path} is for dataset {cleaned.fingerprint[:12]}, "
             f"not {ref.fingerprint[:12]}; clean this dataset first"
+        )
+    if (
+        not cleaned.report_path.is_file()
+        or sha256_file(cleaned.report_path) != cleaned.report_sha256
+    ):
+        raise DatasetError(
+            f"the cleaning plan {cleaned.report_path} changed since the clean step wrote it "
+            "(another run cleaned this dataset with other thresholds); run the retrain again"
         )
     report = read_cleaning(cleaned.report_path)
     x, y = load_split(ref, "train", arrays_dir(home))

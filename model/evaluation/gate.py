@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.errors import GateFailed
-from model.evaluation.metrics import Metrics
 
-if TYPE_CHECKING:
-    pass
+if TYPE_CHECKING:  # the metrics module loads scikit-learn; the gate's config is wanted light
+    from model.evaluation.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The manifest that travels with every model version: metrics, data and code lineage."""
+"""Lineage: the manifest of every version (metrics, data, code) and a warm start's parent."""
 
 from __future__ import annotations
 

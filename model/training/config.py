@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -171,7 +171,7 @@ class TrainConfig(BaseModel):
         Raises:
             ConfigError: the profile is unknown.
         """
-        if profile not in ("quick", "cpu", "gpu"):
+        if profile not in get_args(Profile):
             raise ConfigError(f"unknown --profile {profile!r}; choose quick, cpu or gpu")
         base = cls.profile(profile)  # type: ignore[arg-type]
         given = {key: value for key, value in overrides.items() if value is not None}

@@ -1,4 +1,4 @@
-"""Training: config, validation split carved from train, fit, save the run's artefacts."""
+"""Training: the validation split carved from train, fit, calibration, the run's artefacts."""
 
 from __future__ import annotations
 

@@ -127,6 +127,11 @@ def test_training_reads_the_plan_and_refuses_one_for_other_data(
     other = cleaned.model_copy(update={"fingerprint": "0" * 64})
     with pytest.raises(DatasetError, match="is for dataset 000000000000.*clean this dataset"):
         cleaned_train_arrays(ref, home, other)
+    # Another run rewrote the plan (other thresholds) after this one's clean step.
+    monkeypatch.undo()
+    clean_dataset(ref, home, CleaningConfig(near_blank_std=200.0))
+    with pytest.raises(DatasetError, match="changed since the clean step wrote it"):
+        cleaned_train_arrays(ref, home, cleaned)
     cleaned.report_path.write_text("{}")
     with pytest.raises(DatasetError, match="cannot read the cleaning plan"):
-        cleaned_train_arrays(ref, home, cleaned)
+        read_cleaning(cleaned.report_path)
