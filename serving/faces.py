@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -65,15 +65,22 @@ class Analysis:
         }
 
 
-@lru_cache(maxsize=1)
-def _cascade() -> Any:
-    import cv2
+#: One cascade per thread: a CascadeClassifier shared by concurrent requests sometimes finds
+#: no face at all in a photo where it finds one alone.
+_PER_THREAD = threading.local()
 
-    # OpenCV's packaged frontal-face Haar cascade: nothing is downloaded at run time.
-    path = f"{cv2.data.haarcascades}haarcascade_frontalface_alt2.xml"
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV could not load its face cascade from {path}")
+
+def _cascade() -> Any:
+    cascade = getattr(_PER_THREAD, "cascade", None)
+    if cascade is None:
+        import cv2
+
+        # OpenCV's packaged frontal-face Haar cascade: nothing is downloaded at run time.
+        path = f"{cv2.data.haarcascades}haarcascade_frontalface_alt2.xml"
+        cascade = cv2.CascadeClassifier(path)
+        if cascade.empty():
+            raise RuntimeError(f"OpenCV could not load its face cascade from {path}")
+        _PER_THREAD.cascade = cascade
     return cascade
 
 

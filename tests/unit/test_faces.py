@@ -39,6 +39,17 @@ def test_the_astronauts_face_is_found(astronaut: Image.Image) -> None:
     assert 150 < x < 200 and 40 < y < 90 and 80 < w < 130 and 80 < h < 130
 
 
+def test_concurrent_requests_find_the_same_faces_as_one_alone(astronaut: Image.Image) -> None:
+    """The app analyses several uploads at once: detection must not share a cascade."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gray = np.asarray(astronaut.convert("L"))
+    alone = detect_faces(gray)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: detect_faces(gray), range(80)))
+    assert alone and all(found == alone for found in together)
+
+
 def test_several_faces_go_to_the_model_in_one_batch(astronaut: Image.Image) -> None:
     canvas = Image.new("RGB", (900, 520), (128, 128, 128))
     for left in (0, 388):
