@@ -13,7 +13,11 @@ Same model, same process and machine:
   (encode/httpx#2298, #3627): about 70 ms of client CPU per request;
 * the same with plain HTTP clients (httpx on Gradio's REST API: upload, call, read the
   event stream), which cost far less CPU: on a 2-core machine the clients share the cores
-  with the server, so this row is closer to what the server can do.
+  with the server, so this row is closer to what the server can do;
+* the platform's own REST API, ``POST /api/v1/predict`` (one multipart request, one JSON
+  answer) with plain httpx clients: one at a time, then ``--clients`` in parallel.
+
+The app is served as ``fer serve`` serves it: the API with the page mounted, under uvicorn.
 
 The photo is scikit-image's ``astronaut`` (one face). The model is a local file:
 
@@ -28,17 +32,20 @@ import os
 import ssl
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from gradio_client import Client, handle_file
 from PIL import Image
 from skimage import data
 
 from infra.services import free_port
 from model.inference.predictor import Predictor
-from serving.app import ChampionWatcher, make_app, run_analysis
+from serving.api import create_app
+from serving.app import ChampionWatcher, run_analysis
 from serving.images import ImageLimits
 
 
@@ -65,20 +72,48 @@ def _ask(
     # gradio_client passes ssl_verify to httpx as `verify`, which takes a context too.
     verify = ssl.create_default_context() if reuse_tls else True
     client = Client(url, verbose=False, ssl_verify=verify)
-    for _ in range(3):
+
+    def one(client: Client) -> None:
         client.predict(handle_file(photo), False, api_name="/predict")
-    cpu = time.process_time()
-    answered: list[tuple[float, float]] = []
-    while len(answered) < (calls or 10**9) and (calls is not None or time.time() < stop):
-        started = time.perf_counter()
-        client.predict(handle_file(photo), False, api_name="/predict")
-        answered.append((time.time(), (time.perf_counter() - started) * 1000))
-    return answered, time.process_time() - cpu
+
+    return _timed(one, client, stop, calls)
 
 
 def _ask_default(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
     """Like :func:`_ask`, with ``Client(url)`` as it comes (a TLS context per HTTP call)."""
     return _ask(url, photo, stop, calls, reuse_tls=False)
+
+
+def _timed(one: Any, client: Any, stop: float, calls: int | None) -> tuple[list[float], float]:
+    """Call ``one(client)`` after 3 warm-up calls: ``calls`` times, or until ``stop``.
+
+    Returns:
+        ((time answered, ms) per call, CPU seconds this process spent).
+    """
+    for _ in range(3):
+        one(client)
+    cpu = time.process_time()
+    answered: list[tuple[float, float]] = []
+    while len(answered) < (calls or 10**9) and (calls is not None or time.time() < stop):
+        started = time.perf_counter()
+        one(client)
+        answered.append((time.time(), (time.perf_counter() - started) * 1000))
+    return answered, time.process_time() - cpu
+
+
+def _ask_rest(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
+    """Like :func:`_ask`, through the platform's ``POST /api/v1/predict`` with httpx."""
+    import httpx
+
+    def one(client: httpx.Client) -> None:
+        with open(photo, "rb") as handle:
+            files = {"image": ("photo.jpg", handle, "image/jpeg")}
+            answer = client.post(f"{url}api/v1/predict", files=files)
+        if answer.status_code != 200 or len(answer.json()["faces"]) != 1:
+            raise RuntimeError(f"the API answered {answer.status_code}: {answer.text[:300]}")
+
+    with httpx.Client(timeout=60) as client:
+        return _timed(one, client, stop, calls)
 
 
 def _ask_http(url: str, photo: str, stop: float, calls: int | None) -> tuple[list[float], float]:
@@ -102,15 +137,7 @@ def _ask_http(url: str, photo: str, stop: float, calls: int | None) -> tuple[lis
         raise RuntimeError("the event stream ended without a result")
 
     with httpx.Client(timeout=60) as client:
-        for _ in range(3):
-            one(client)
-        cpu = time.process_time()
-        answered: list[tuple[float, float]] = []
-        while len(answered) < (calls or 10**9) and (calls is not None or time.time() < stop):
-            started = time.perf_counter()
-            one(client)
-            answered.append((time.time(), (time.perf_counter() - started) * 1000))
-    return answered, time.process_time() - cpu
+        return _timed(one, client, stop, calls)
 
 
 def _parallel(ask: Any, url: str, photo: str, clients: int, seconds: float) -> dict[str, float]:
@@ -161,15 +188,20 @@ def main() -> None:
         server.append((time.perf_counter() - started) * 1000)
         assert len(analysis.faces) == 1
 
-    app = make_app(watcher, limits)
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    http = uvicorn.Server(
+        uvicorn.Config(create_app(watcher, limits), host="127.0.0.1", port=port, log_level="error")
+    )
+    threading.Thread(target=http.run, daemon=True).start()
+    while not http.started:
+        time.sleep(0.05)
     url = f"http://127.0.0.1:{port}/"
     # Clients run in their own processes, as real ones do: in this process they would
     # compete with the server for the GIL.
     try:
         single = {}
-        for kind, ask in (("gradio_client", _ask_default), ("gradio_client, reused TLS", _ask)):
+        kinds = (("gradio_client", _ask_default), ("gradio_client, reused TLS", _ask))
+        for kind, ask in (*kinds, ("REST API", _ask_rest)):
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 answers = pool.apply(ask, (url, str(photo), 0.0, min(args.calls, 100)))[0]
             single[kind] = [ms for _, ms in answers]
@@ -179,9 +211,10 @@ def main() -> None:
                 _ask, url, str(photo), args.clients, args.seconds
             ),
             "plain HTTP": _parallel(_ask_http, url, str(photo), args.clients, args.seconds),
+            "REST API": _parallel(_ask_rest, url, str(photo), args.clients, args.seconds),
         }
     finally:
-        app.close()
+        http.should_exit = True
 
     print(f"model {args.model} ({watcher.predictor.runtime}), photo 512x512, one face")
     print("| measure | median ms | p95 ms | requests/s |")

@@ -46,7 +46,18 @@ class IntegrityError(RegistryError):
 
 
 class InputError(FerError):
-    """An uploaded image cannot be used; the message says why and what to send instead."""
+    """An uploaded image cannot be used; the message says why and what to send instead.
+
+    Args:
+        message: the problem and what to send instead.
+        reason: what kind of problem, for programs (an HTTP status, a metric's label):
+            ``missing``, ``empty``, ``too_large``, ``too_many_pixels``, ``not_an_image`` or
+            ``corrupt``.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ServiceError(FerError):

@@ -16,7 +16,13 @@ import numpy as np
 from PIL import Image
 
 from model.contract import IMAGE_SIZE, MODEL_FILE, TFLITE_FILE
-from model.errors import InputError, IntegrityError, RegistryError, StoreUnavailable
+from model.errors import (
+    InputError,
+    IntegrityError,
+    RegistryError,
+    ServiceError,
+    StoreUnavailable,
+)
 from model.inference.predictor import Predictor
 from model.registry.store import ModelRegistry
 from model.settings import Settings
@@ -235,29 +241,57 @@ def describe(watcher: ChampionWatcher) -> str:
     return text + (f"\n\n**Warning:** {stale}" if stale else "")
 
 
-def run_analysis(
-    watcher: ChampionWatcher, path: str | None, whole_image: bool, limits: ImageLimits
+#: What a request without a photo is told (the page and the API alike).
+NO_PHOTO = "Upload a photo (or take one with the webcam, or paste one) first."
+#: What a request is told before the first promotion.
+NO_MODEL = "No model has been promoted yet: run `fer retrain`, then try again."
+
+
+def analyze_upload(
+    watcher: ChampionWatcher, path: Path | None, whole_image: bool, limits: ImageLimits
 ) -> tuple[Analysis, Image.Image]:
-    """Load the upload, find faces and classify them with the model current at the start.
+    """Load an upload, find faces and classify them with the model current at the start.
 
     Returns:
         The analysis and the image it was made on (RGB, downscaled when large).
 
     Raises:
-        gr.Error: with the reason, for a missing or unusable image or when no model is served.
+        InputError: for a missing or unusable image, the reason in its message.
+        ServiceError: when no model is served yet.
     """
     if path is None:
-        raise gr.Error("Upload a photo (or take one with the webcam, or paste one) first.")
+        raise InputError(NO_PHOTO, "missing")
     served = watcher.served
     if served is None:
-        raise gr.Error("No model has been promoted yet: run `fer retrain`, then try again.")
-    try:
-        loaded = load_image(Path(path), limits)
-    except InputError as error:
-        raise gr.Error(str(error)) from error
+        raise ServiceError(NO_MODEL)
+    loaded = load_image(path, limits)
     stale = watcher.staleness()
     notes = loaded.notes + ((stale,) if stale else ())
     return analyze(loaded.image, served.predictor, whole_image, notes), loaded.image
+
+
+def answer_json(watcher: ChampionWatcher, analysis: Analysis) -> dict[str, Any]:
+    """The JSON answer: model version, notes, faces; and the test accuracy of that version."""
+    answer = analysis.to_json()
+    served = watcher.served
+    # A swap may have happened since the analysis: only the same version's accuracy.
+    same = served is not None and served.predictor.version == answer["model_version"]
+    answer["model_test_accuracy"] = served.accuracy if same else None
+    return answer
+
+
+def run_analysis(
+    watcher: ChampionWatcher, path: str | None, whole_image: bool, limits: ImageLimits
+) -> tuple[Analysis, Image.Image]:
+    """:func:`analyze_upload` for the Gradio page: problems become a ``gr.Error`` message.
+
+    Raises:
+        gr.Error: with the reason, for a missing or unusable image or when no model is served.
+    """
+    try:
+        return analyze_upload(watcher, None if path is None else Path(path), whole_image, limits)
+    except (InputError, ServiceError) as error:
+        raise gr.Error(str(error)) from error
 
 
 def bars_html(analysis: Analysis) -> str:
@@ -306,12 +340,7 @@ def _analysis_handlers(
         return drawn, bars_html(analysis), "\n\n".join(lines)
 
     def predict(path: str | None, whole_image: bool) -> dict[str, Any]:
-        answer = run_analysis(watcher, path, whole_image, limits)[0].to_json()
-        served = watcher.served
-        # A swap may have happened since the analysis: only the same version's accuracy.
-        same = served is not None and served.predictor.version == answer["model_version"]
-        answer["model_test_accuracy"] = served.accuracy if same else None
-        return answer
+        return answer_json(watcher, run_analysis(watcher, path, whole_image, limits)[0])
 
     return show, predict
 

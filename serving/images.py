@@ -45,6 +45,15 @@ class LoadedImage:
     original_size: tuple[int, int]
 
 
+def too_large(size: int, limits: ImageLimits) -> InputError:
+    """The error for an upload of ``size`` bytes, above the limit."""
+    return InputError(
+        f"the file is {size / 1024**2:.1f} MB, above the {limits.max_bytes / 1024**2:.1f} MB "
+        f"limit: upload a smaller or more compressed photo",
+        "too_large",
+    )
+
+
 def load_image(path: Path, limits: ImageLimits) -> LoadedImage:
     """Read an uploaded file of any common format, mode and size.
 
@@ -61,25 +70,24 @@ def load_image(path: Path, limits: ImageLimits) -> LoadedImage:
     """
     size = path.stat().st_size
     if size == 0:
-        raise InputError(f"the file is empty: upload {ACCEPTED}")
+        raise InputError(f"the file is empty: upload {ACCEPTED}", "empty")
     if size > limits.max_bytes:
-        raise InputError(
-            f"the file is {size / 1024**2:.1f} MB, above the {limits.max_bytes / 1024**2:.1f} MB "
-            f"limit: upload a smaller or more compressed photo"
-        )
+        raise too_large(size, limits)
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb check warns; the explicit limit below decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
     except UnidentifiedImageError as error:
-        raise InputError(f"this file is not a readable image: upload {ACCEPTED}") from error
+        raise InputError(
+            f"this file is not a readable image: upload {ACCEPTED}", "not_an_image"
+        ) from error
     except Image.DecompressionBombError as error:
-        raise InputError(_too_many_pixels_message(limits)) from error
+        raise InputError(_too_many_pixels_message(limits), "too_many_pixels") from error
     with opened:
         width, height = opened.size
         if width * height > limits.reject_pixels:
-            raise InputError(_too_many_pixels_message(limits, width, height))
+            raise InputError(_too_many_pixels_message(limits, width, height), "too_many_pixels")
         notes: list[str] = []
         frames = getattr(opened, "n_frames", 1)
         if frames > 1:
@@ -91,7 +99,8 @@ def load_image(path: Path, limits: ImageLimits) -> LoadedImage:
         except (OSError, SyntaxError, ValueError) as error:
             raise InputError(
                 f"the image data is corrupt or truncated ({error}): upload the file again or "
-                f"another copy of it"
+                f"another copy of it",
+                "corrupt",
             ) from error
         rgb = _to_rgb(image, notes)
     if width * height > limits.max_pixels:

@@ -9,27 +9,31 @@ from model.settings import Settings, get_settings
 
 
 def serve_until_stopped(settings: Settings) -> None:
-    """Serve the champion until a stop signal; the watcher is stopped however it ends."""
-    from serving.app import image_limits, make_app, start_watcher
+    """Serve the page and the API until a stop signal; the watcher is stopped however it ends.
 
+    uvicorn handles SIGINT and SIGTERM while it serves (requests in flight finish), then
+    raises the signal again for the command's own handler; either way is a clean stop.
+    """
+    import uvicorn
+
+    from serving.api import create_app, log_request_ids
+    from serving.app import image_limits, start_watcher
+
+    log_request_ids()
     watcher = start_watcher(settings)
+    url = f"http://{settings.serve_host}:{settings.serve_port}"
     typer.echo(
-        f"Serving model {watcher.predictor.version if watcher.predictor else '-'} at "
-        f"http://{settings.serve_host}:{settings.serve_port}   "
-        f"Prefect UI: {settings.prefect_ui_url}"
+        f"Serving model {watcher.predictor.version if watcher.predictor else '-'} at {url}   "
+        f"API: {url}/docs   Prefect UI: {settings.prefect_ui_url}"
     )
-    app = make_app(watcher, image_limits(settings))
+    app = create_app(watcher, image_limits(settings))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.serve_host, port=settings.serve_port, log_level="warning")
+    )
     try:
-        app.launch(
-            server_name=settings.serve_host,
-            server_port=settings.serve_port,
-            # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.
-            max_file_size=2 * settings.serve_max_upload_bytes,
-        )
+        server.run()
     except KeyboardInterrupt:
-        # Gradio handles a stop once it serves; one that came while it was starting up is
-        # the same clean shutdown.
-        app.close()
+        pass
     finally:
         watcher.stop()
 

@@ -76,6 +76,18 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         )
         (face,) = result["faces"]
         assert len(face["probabilities"]) == 7
+        # The same server answers programs over plain HTTP too.
+        with image.open("rb") as photo:
+            rest = httpx.post(
+                f"{app_url}api/v1/predict",
+                files={"image": (image.name, photo)},
+                data={"whole_image": "true"},
+                timeout=60,
+            )
+        assert rest.status_code == 200, rest.text
+        assert rest.json()["model_version"] == result["model_version"]
+        assert rest.json()["faces"][0]["probabilities"] == face["probabilities"]
+        assert httpx.get(f"{app_url}readyz", timeout=10).status_code == 200
         models = subprocess.run(
             [FER, "models", "list"], env=env, capture_output=True, text=True, timeout=120
         )

@@ -1,0 +1,327 @@
+"""The HTTP API beside the Gradio page, on the same server and port.
+
+``POST /api/v1/predict`` answers with the JSON of the page's ``predict`` endpoint; ``/healthz``
+says the process answers, ``/readyz`` whether a model is loaded, ``/api/v1/model`` which one,
+and ``/metrics`` counts requests, errors, latency and faces for Prometheus. Every answer
+carries ``X-Request-ID`` (the caller's, or a new one) and, once a model is served,
+``X-Model-Version``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import gradio as gr
+from fastapi import FastAPI, File, Form, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from model.errors import InputError, ServiceError
+from serving.app import (
+    CONCURRENCY,
+    QUEUE_SIZE,
+    ChampionWatcher,
+    analyze_upload,
+    answer_json,
+    make_app,
+)
+from serving.images import ImageLimits, too_large
+
+logger = logging.getLogger(__name__)
+
+#: The request being answered, for log lines (see :class:`RequestIdFilter`).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+#: HTTP status of each kind of refused upload (:attr:`InputError.reason`).
+STATUS_OF = {
+    "missing": 400,
+    "empty": 400,
+    "too_large": 413,
+    "too_many_pixels": 413,
+    "not_an_image": 415,
+    "corrupt": 422,
+}
+#: Bytes read from an upload at a time.
+_CHUNK = 1 << 20
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every log record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+def log_request_ids() -> None:
+    """Name the request in every log line: the root handlers get the filter and the format.
+
+    For entry points (``fer serve``), which own the logging configuration.
+    """
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
+
+
+class ServingMetrics:
+    """The app's Prometheus metrics, in a registry of their own.
+
+    Args:
+        watcher: read at each scrape for the served version and the store's last answer.
+    """
+
+    def __init__(self, watcher: ChampionWatcher) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fer_requests", "Requests answered.", ["endpoint", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "fer_errors", "Requests refused or failed, by reason.", ["endpoint", "reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "fer_request_seconds", "Time to answer.", ["endpoint"], registry=self.registry
+        )
+        self.faces = Histogram(
+            "fer_faces_per_request", "Faces found per predict request.",
+            buckets=(0, 1, 2, 3, 5, 10, 20), registry=self.registry,
+        )  # fmt: skip
+        self.model = Gauge(
+            "fer_model_info", "The served model version (value 1).", ["version"],
+            registry=self.registry,
+        )  # fmt: skip
+        Gauge(
+            "fer_store_last_answer_age_seconds",
+            "Seconds since the model store last answered the champion poll (-1: never).",
+            registry=self.registry,
+        ).set_function(lambda: time.time() - watcher.last_checked if watcher.last_checked else -1)
+        self._watcher = watcher
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus's text format, with the version served now."""
+        self.model.clear()
+        served = self._watcher.served
+        if served is not None:
+            self.model.labels(served.predictor.version).set(1)
+        return generate_latest(self.registry)
+
+
+class Admission:
+    """Bounds the requests analysed at once and waiting, as the page's queue does.
+
+    Args:
+        running: analyses at a time.
+        waiting: requests that may wait for a turn; one more is refused.
+    """
+
+    def __init__(self, running: int = CONCURRENCY, waiting: int = QUEUE_SIZE) -> None:
+        self._turns = threading.Semaphore(running)
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._limit = running + waiting
+
+    def enter(self) -> bool:
+        """Take a place (blocking for a turn); False when the queue is full."""
+        with self._lock:
+            if self._admitted >= self._limit:
+                return False
+            self._admitted += 1
+        self._turns.acquire()
+        return True
+
+    @property
+    def admitted(self) -> int:
+        """Requests running or waiting now."""
+        return self._admitted
+
+    def leave(self) -> None:
+        """Give the place back."""
+        self._turns.release()
+        with self._lock:
+            self._admitted -= 1
+
+
+def _problem(status: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": reason, "detail": message}, status_code=status)
+
+
+def _save_upload(upload: UploadFile, folder: Path, limits: ImageLimits) -> Path:
+    """The upload written to ``folder``, read in chunks up to twice the byte limit.
+
+    Raises:
+        InputError: the upload is larger than the limit (the page's message).
+    """
+    path = folder / "upload"
+    size = 0
+    with path.open("wb") as out:
+        while chunk := upload.file.read(_CHUNK):
+            size += len(chunk)
+            if size > 2 * limits.max_bytes:  # the page's own cap: stop reading
+                raise too_large(size, limits)
+            out.write(chunk)
+    if size > limits.max_bytes:
+        raise too_large(size, limits)
+    return path
+
+
+def _register_probes(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
+    @api.get("/healthz", tags=["probes"])
+    def healthz() -> dict[str, str]:
+        """The process answers (liveness)."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["probes"], responses={503: {"description": "not ready, and why"}})
+    def readyz() -> JSONResponse:
+        """200 once a model is loaded; 503 before, with the reason."""
+        served = watcher.served
+        if served is None:
+            return JSONResponse({"ready": False, "reason": "no model loaded yet"}, 503)
+        return JSONResponse({"ready": True, "model_version": served.predictor.version})
+
+    @api.get("/api/v1/model", tags=["model"], responses={503: {"description": "no model yet"}})
+    def model() -> JSONResponse:
+        """The served model: version, runtime, test accuracy and any staleness warning."""
+        served = watcher.served
+        if served is None:
+            return _problem(503, "no_model", "no model has been promoted yet")
+        return JSONResponse(
+            {
+                "model_version": served.predictor.version,
+                "runtime": served.predictor.runtime,
+                "test_accuracy": served.accuracy,
+                "classes": list(served.predictor.classes),
+                "warning": watcher.staleness(),
+            }
+        )
+
+    @api.get("/metrics", tags=["probes"])
+    def prometheus() -> Response:
+        """Requests, errors, latency, faces, the served version, the store's last answer."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _register_predict(
+    api: FastAPI, watcher: ChampionWatcher, limits: ImageLimits, metrics: ServingMetrics
+) -> None:
+    admission = Admission()
+
+    @api.post(
+        "/api/v1/predict",
+        tags=["model"],
+        responses={
+            400: {"description": "no photo, or an empty file"},
+            413: {"description": "too many bytes or pixels"},
+            415: {"description": "not an image"},
+            422: {"description": "corrupt or truncated image data"},
+            429: {"description": "too many requests waiting"},
+            503: {"description": "no model promoted yet"},
+        },
+    )
+    def predict(
+        request: Request,
+        image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, BMP, GIF.")],
+        whole_image: Annotated[bool, Form(description="The whole image is one face.")] = False,
+    ) -> JSONResponse:
+        """Find the faces in a photo; each with its box, label and seven probabilities."""
+        if not admission.enter():
+            metrics.errors.labels("predict", "overloaded").inc()
+            return _problem(429, "overloaded", "too many requests waiting; retry in a moment")
+        try:
+            with tempfile.TemporaryDirectory(prefix="fer-upload-") as folder:
+                path = _save_upload(image, Path(folder), limits)
+                analysis, _ = analyze_upload(watcher, path, whole_image, limits)
+        except InputError as error:
+            metrics.errors.labels("predict", error.reason).inc()
+            return _problem(STATUS_OF.get(error.reason, 400), error.reason, str(error))
+        except ServiceError as error:
+            metrics.errors.labels("predict", "no_model").inc()
+            return _problem(503, "no_model", str(error))
+        finally:
+            admission.leave()
+        metrics.faces.observe(len(analysis.faces))
+        request.state.model_version = analysis.model_version
+        return JSONResponse(answer_json(watcher, analysis))
+
+
+def _add_request_tracking(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
+    @api.middleware("http")
+    async def track(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        try:
+            started = time.perf_counter()
+            response = await call_next(request)
+            _record(request, response, time.perf_counter() - started, metrics)
+            response.headers["X-Request-ID"] = request_id
+            version = getattr(request.state, "model_version", None) or (
+                watcher.served.predictor.version if watcher.served else None
+            )
+            if version:
+                response.headers["X-Model-Version"] = version
+            return response
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def _record(request: Request, response: Response, elapsed: float, metrics: ServingMetrics) -> None:
+    """Count and time the request; log one line for the API's own endpoints."""
+    endpoint = _endpoint(request.url.path)
+    metrics.requests.labels(endpoint, str(response.status_code)).inc()
+    metrics.latency.labels(endpoint).observe(elapsed)
+    if endpoint != "page":
+        logger.info(
+            "%s %s -> %d in %.1f ms", request.method, request.url.path, response.status_code,
+            1000 * elapsed,
+        )  # fmt: skip
+
+
+def _endpoint(path: str) -> str:
+    """A bounded label for the metrics: the API's own paths, everything else is the page."""
+    known = {"/api/v1/predict": "predict", "/api/v1/model": "model", "/healthz": "healthz"}
+    known |= {"/readyz": "readyz", "/metrics": "metrics"}
+    return known.get(path, "page")
+
+
+def create_app(
+    watcher: ChampionWatcher, limits: ImageLimits, blocks: gr.Blocks | None = None
+) -> FastAPI:
+    """The API with the Gradio page mounted at ``/``.
+
+    Args:
+        watcher: provides the model at request time.
+        limits: upload limits, the page's and the API's.
+        blocks: the page (default: :func:`serving.app.make_app` on the same watcher).
+
+    Returns:
+        The ASGI app, ready for uvicorn.
+    """
+    api = FastAPI(
+        title="Facial emotion recognition",
+        summary="Faces in a photo, each with its most likely emotion and all seven probabilities.",
+        docs_url="/docs",
+    )
+    metrics = ServingMetrics(watcher)
+    _register_probes(api, watcher, metrics)
+    _register_predict(api, watcher, limits, metrics)
+    _add_request_tracking(api, watcher, metrics)
+    page = blocks or make_app(watcher, limits)
+    # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.
+    return gr.mount_gradio_app(api, page, path="/", max_file_size=2 * limits.max_bytes)

@@ -1,0 +1,188 @@
+"""The REST API beside the Gradio page, through a real HTTP client against a launched server."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image
+from skimage import data
+
+from infra.services import free_port
+from model.errors import InputError
+from model.settings import Settings
+from serving.api import RequestIdFilter, create_app
+from serving.app import ChampionWatcher, start_watcher
+from serving.images import ImageLimits, load_image
+
+pytestmark = pytest.mark.integration
+
+LIMITS = ImageLimits(max_bytes=1024**2, max_pixels=1_000_000, reject_pixels=20_000_000)
+
+
+def _launch(watcher: ChampionWatcher) -> Iterator[str]:
+    """The API and the page on a free port, served by uvicorn in a thread, until the test ends."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(watcher, LIMITS), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def watcher(services: Settings, champion_version: str) -> Iterator[ChampionWatcher]:
+    served = start_watcher(services)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def url(watcher: ChampionWatcher) -> Iterator[str]:
+    yield from _launch(watcher)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One good photo and one of each kind of bad upload."""
+    folder = tmp_path_factory.mktemp("api-photos")
+    astronaut = folder / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(astronaut)
+    jpeg = folder / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(jpeg, quality=90)
+    files = {
+        "good": astronaut,
+        "empty": folder / "empty.jpg",
+        "text": folder / "notes.jpg",
+        "truncated": folder / "truncated.jpg",
+        "huge_bytes": folder / "huge.png",
+        "huge_pixels": folder / "huge_pixels.png",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("not an image")
+    files["truncated"].write_bytes(jpeg.read_bytes()[:5000])
+    files["huge_bytes"].write_bytes(astronaut.read_bytes() + b"\0" * (2 * 1024**2))
+    Image.new("L", (5000, 5000)).save(files["huge_pixels"])
+    return files
+
+
+def _predict(url: str, path: Path, **headers: str) -> httpx.Response:
+    with path.open("rb") as handle:
+        return httpx.post(
+            f"{url}/api/v1/predict",
+            files={"image": (path.name, handle, "application/octet-stream")},
+            headers=headers,
+            timeout=60,
+        )
+
+
+def test_a_photo_gets_the_pages_json_with_version_and_request_id(
+    url: str, watcher: ChampionWatcher, photos: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="serving"):
+        answer = _predict(url, photos["good"], **{"X-Request-ID": "trace-42"})
+    # The request's log lines name it (`fer serve` puts the id in its log format).
+    (line,) = [r for r in caplog.records if "/api/v1/predict" in r.getMessage()]
+    assert line.request_id == "trace-42"  # type: ignore[attr-defined]
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    version = watcher.predictor.version
+    assert body["model_version"] == version == answer.headers["X-Model-Version"]
+    assert answer.headers["X-Request-ID"] == "trace-42"
+    (face,) = body["faces"]
+    assert set(face) >= {"box", "label", "probabilities"}
+    assert abs(sum(face["probabilities"].values()) - 1) < 1e-4
+    assert body["model_test_accuracy"] == watcher.served.accuracy
+    made = httpx.get(f"{url}/healthz", timeout=10).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)  # none given: one is made
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "reason"),
+    [
+        ("empty", 400, "empty"),
+        ("text", 415, "not_an_image"),
+        ("truncated", 422, "corrupt"),
+        ("huge_bytes", 413, "too_large"),
+        ("huge_pixels", 413, "too_many_pixels"),
+    ],
+)
+def test_each_bad_upload_gets_its_status_and_the_pages_message(
+    url: str, photos: dict[str, Path], name: str, status: int, reason: str
+) -> None:
+    answer = _predict(url, photos[name])
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == reason
+    with pytest.raises(InputError) as page:
+        load_image(photos[name], LIMITS)
+    assert answer.json()["detail"] == str(page.value)
+
+
+def test_probes_model_docs_and_the_page_answer_beside_the_api(
+    url: str, watcher: ChampionWatcher
+) -> None:
+    version = watcher.predictor.version
+    assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    ready = httpx.get(f"{url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["model_version"] == version
+    model = httpx.get(f"{url}/api/v1/model", timeout=10).json()
+    assert model["model_version"] == version and model["runtime"] in ("tflite", "keras")
+    schema = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    assert {"/api/v1/predict", "/api/v1/model", "/readyz", "/healthz", "/metrics"} <= set(
+        schema["paths"]
+    )
+    assert httpx.get(f"{url}/docs", timeout=10).status_code == 200
+    page = httpx.get(f"{url}/", timeout=30)
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+
+
+def test_metrics_count_requests_errors_faces_and_name_the_version(
+    url: str, watcher: ChampionWatcher, photos: dict[str, Path]
+) -> None:
+    def scrape() -> str:
+        return httpx.get(f"{url}/metrics", timeout=10).text
+
+    def value(text: str, sample: str) -> float:
+        found = re.search(rf"^{re.escape(sample)} ([0-9.e+-]+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    ok = 'fer_requests_total{endpoint="predict",status="200"}'
+    refused = 'fer_errors_total{endpoint="predict",reason="not_an_image"}'
+    before = scrape()
+    _predict(url, photos["good"])
+    _predict(url, photos["text"])
+    after = scrape()
+    assert value(after, ok) == value(before, ok) + 1
+    assert value(after, refused) == value(before, refused) + 1
+    assert value(after, "fer_faces_per_request_count") >= 1
+    assert value(after, f'fer_model_info{{version="{watcher.predictor.version}"}}') == 1
+    assert 0 <= value(after, "fer_store_last_answer_age_seconds") < 60
+
+
+def test_before_a_model_is_promoted_readyz_and_predict_say_so(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    empty = ChampionWatcher(None, tmp_path / "models", poll_seconds=1)
+    for url in _launch(empty):
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["reason"] == "no model loaded yet"
+        answer = _predict(url, photos["good"])
+        assert answer.status_code == 503 and "run `fer retrain`" in answer.json()["detail"]
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
