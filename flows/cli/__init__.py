@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import data, models, serve, services, training
+from flows.cli import data, models, predict, serve, services, training
 
 app = typer.Typer(
     help="FER platform: train, gate, publish and serve a facial-emotion classifier.",
@@ -52,5 +52,6 @@ app.command()(training.deploy)
 app.command()(services.worker)
 app.command()(training.up)
 app.command()(models.evaluate)
+app.command()(predict.predict)
 
 __all__ = ["app"]

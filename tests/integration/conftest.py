@@ -1,16 +1,24 @@
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
+from infra.services import free_port
 from model.evaluation.gate import GateConfig
 from model.registry.store import ModelRegistry
 from model.settings import Settings, get_settings
 from model.training.config import TrainConfig
 from model.training.network import NetworkConfig
+from serving.api import create_app
+from serving.app import ChampionWatcher
+from serving.images import ImageLimits
 from validation.config import QualityConfig
 
 #: One epoch of a small network: the loop's plumbing is under test, not accuracy.
@@ -56,3 +64,22 @@ def run_that_published(settings: Settings, version: str) -> Any:
             )
             (artifact,) = [a for a in artifacts if version in str(a.data)]
             return client.read_flow_run(artifact.flow_run_id)
+
+
+def launch_api(watcher: ChampionWatcher, limits: ImageLimits) -> Iterator[str]:
+    """The API and the page on a free port, served by uvicorn in a thread, until the test ends."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(watcher, limits), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -4,46 +4,24 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 from skimage import data
 
-from infra.services import free_port
 from model.errors import InputError
 from model.settings import Settings
-from serving.api import RequestIdFilter, create_app
+from serving.api import RequestIdFilter
 from serving.app import ChampionWatcher, start_watcher
 from serving.images import ImageLimits, load_image
+from tests.integration.conftest import launch_api
 
 pytestmark = pytest.mark.integration
 
 LIMITS = ImageLimits(max_bytes=1024**2, max_pixels=1_000_000, reject_pixels=20_000_000)
-
-
-def _launch(watcher: ChampionWatcher) -> Iterator[str]:
-    """The API and the page on a free port, served by uvicorn in a thread, until the test ends."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(watcher, LIMITS), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +33,7 @@ def watcher(services: Settings, champion_version: str) -> Iterator[ChampionWatch
 
 @pytest.fixture(scope="module")
 def url(watcher: ChampionWatcher) -> Iterator[str]:
-    yield from _launch(watcher)
+    yield from launch_api(watcher, LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +158,7 @@ def test_before_a_model_is_promoted_readyz_and_predict_say_so(
     tmp_path: Path, photos: dict[str, Path]
 ) -> None:
     empty = ChampionWatcher(None, tmp_path / "models", poll_seconds=1)
-    for url in _launch(empty):
+    for url in launch_api(empty, LIMITS):
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503 and ready.json()["reason"] == "no model loaded yet"
         answer = _predict(url, photos["good"])
