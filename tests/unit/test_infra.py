@@ -172,6 +172,14 @@ def test_serving_scales_behind_a_service_with_probes() -> None:
     assert container["args"] == ["fer", "serve"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == "http", probe
+    # Ready once a model is loaded; alive while the process answers.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    annotations = serve["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
     service = docs[("Service", "fer-serve")]
     assert (
         service["spec"]["selector"].items()
