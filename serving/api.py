@@ -259,6 +259,25 @@ def _register_predict(
         return JSONResponse(answer_json(watcher, analysis))
 
 
+def _refuse_oversized_bodies(api: FastAPI, limits: ImageLimits, metrics: ServingMetrics) -> None:
+    """Refuse a predict request whose declared body is far above the limit, before it is read.
+
+    The form parser would otherwise spool the whole upload to disk first.
+    """
+    most = 2 * limits.max_bytes + (1 << 16)  # the page's cap, plus room for the form's parts
+
+    @api.middleware("http")
+    async def refuse(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length", "")
+        if request.url.path == "/api/v1/predict" and declared.isdigit() and int(declared) > most:
+            metrics.errors.labels("predict", "too_large").inc()
+            error = too_large(int(declared), limits)
+            return _problem(413, error.reason, str(error))
+        return await call_next(request)
+
+
 def _add_request_tracking(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
     @api.middleware("http")
     async def track(
@@ -321,6 +340,7 @@ def create_app(
     metrics = ServingMetrics(watcher)
     _register_probes(api, watcher, metrics)
     _register_predict(api, watcher, limits, metrics)
+    _refuse_oversized_bodies(api, limits, metrics)
     _add_request_tracking(api, watcher, metrics)
     page = blocks or make_app(watcher, limits)
     # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.

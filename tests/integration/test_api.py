@@ -113,6 +113,30 @@ def test_each_bad_upload_gets_its_status_and_the_pages_message(
     assert answer.json()["detail"] == str(page.value)
 
 
+def test_a_body_far_above_the_limit_is_refused_before_it_is_read(url: str) -> None:
+    import json
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    declared = 50 * LIMITS.max_bytes
+    # Only the headers are sent: the answer must come before any of the body is read.
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"POST /api/v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n\r\n".encode()
+        )
+        reply = b""
+        while b"}" not in reply:
+            chunk = connection.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    head, _, body = reply.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413")
+    problem = json.loads(body)
+    assert problem["error"] == "too_large"
+    assert problem["detail"].startswith("the file is 50.0 MB, above the 1.0 MB limit")
+
+
 def test_probes_model_docs_and_the_page_answer_beside_the_api(
     url: str, watcher: ChampionWatcher
 ) -> None:
