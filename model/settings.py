@@ -93,6 +93,22 @@ class Settings(BaseSettings):
     prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server.")
     serve_host: str = Field("127.0.0.1", description="Interface the Gradio app binds to.")
     serve_port: int = Field(7860, ge=1, le=65535, description="Port of the Gradio app.")
+    serve_auth: SecretStr | None = Field(
+        None,
+        description="Access control for the page and the API: a bearer token, or "
+        "comma-separated user:password pairs. Unset: open, and `fer serve` refuses a host "
+        "other than loopback unless given --public. The probes and /metrics stay open.",
+    )
+    serve_drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=120,
+        description="On SIGTERM, how long the server answers /readyz with 503 while still "
+        "serving, so load balancers stop sending; then requests in flight finish and it exits.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON objects (one per line)."
+    )
     archive_max_files: int = Field(
         200_000, ge=1, description="Most files a dataset archive may hold (archive-bomb guard)."
     )

@@ -1,10 +1,11 @@
 """The HTTP API beside the Gradio page, on the same server and port.
 
 ``POST /api/v1/predict`` answers with the JSON of the page's ``predict`` endpoint; ``/healthz``
-says the process answers, ``/readyz`` whether a model is loaded, ``/api/v1/model`` which one,
-and ``/metrics`` counts requests, errors, latency and faces for Prometheus. Every answer
-carries ``X-Request-ID`` (the caller's, or a new one) and, once a model is served,
-``X-Model-Version``.
+says the process answers, ``/readyz`` whether a model is loaded and the server is not
+draining, ``/api/v1/model`` which model, and ``/metrics`` counts requests, errors, latency and
+faces for Prometheus. Every answer carries ``X-Request-ID`` (the caller's, or a new one) and,
+once a model is served, ``X-Model-Version``. With credentials (:mod:`serving.access`), the page
+and the API ask for them; the probes and the metrics do not.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from prometheus_client import (
 )
 
 from model.errors import InputError, ServiceError
+from model.logs import LogFormat, log_formatter
+from serving.access import CHALLENGE, OPEN_PATHS, Credentials
 from serving.app import (
     CONCURRENCY,
     QUEUE_SIZE,
@@ -67,16 +70,14 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def log_request_ids() -> None:
+def log_request_ids(log_format: LogFormat) -> None:
     """Name the request in every log line: the root handlers get the filter and the format.
 
     For entry points (``fer serve``), which own the logging configuration.
     """
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
-        )
+        handler.setFormatter(log_formatter(log_format, request_id=True))
 
 
 class ServingMetrics:
@@ -180,7 +181,9 @@ def _save_upload(upload: UploadFile, folder: Path, limits: ImageLimits) -> Path:
     return path
 
 
-def _register_probes(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
+def _register_probes(
+    api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics, draining: threading.Event
+) -> None:
     @api.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
         """The process answers (liveness)."""
@@ -188,7 +191,9 @@ def _register_probes(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMet
 
     @api.get("/readyz", tags=["probes"], responses={503: {"description": "not ready, and why"}})
     def readyz() -> JSONResponse:
-        """200 once a model is loaded; 503 before, with the reason."""
+        """200 once a model is loaded; 503 before, or while draining, with the reason."""
+        if draining.is_set():
+            return JSONResponse({"ready": False, "reason": "draining: the server is stopping"}, 503)
         served = watcher.served
         if served is None:
             return JSONResponse({"ready": False, "reason": "no model loaded yet"}, 503)
@@ -278,6 +283,26 @@ def _refuse_oversized_bodies(api: FastAPI, limits: ImageLimits, metrics: Serving
         return await call_next(request)
 
 
+def _require_credentials(api: FastAPI, credentials: Credentials, metrics: ServingMetrics) -> None:
+    """Refuse requests without valid credentials (401), except the probes and metrics."""
+
+    @api.middleware("http")
+    async def check(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get("authorization")
+        if request.url.path in OPEN_PATHS or credentials.allow(given):
+            return await call_next(request)
+        metrics.errors.labels(_endpoint(request.url.path), "unauthorized").inc()
+        refusal = _problem(
+            401, "unauthorized",
+            "credentials missing or wrong: send Authorization: Bearer <token>, or HTTP Basic "
+            "user:password, as set in FER_SERVE_AUTH",
+        )  # fmt: skip
+        refusal.headers["WWW-Authenticate"] = CHALLENGE
+        return refusal
+
+
 def _add_request_tracking(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
     @api.middleware("http")
     async def track(
@@ -320,7 +345,12 @@ def _endpoint(path: str) -> str:
 
 
 def create_app(
-    watcher: ChampionWatcher, limits: ImageLimits, blocks: gr.Blocks | None = None
+    watcher: ChampionWatcher,
+    limits: ImageLimits,
+    blocks: gr.Blocks | None = None,
+    *,
+    credentials: Credentials | None = None,
+    draining: threading.Event | None = None,
 ) -> FastAPI:
     """The API with the Gradio page mounted at ``/``.
 
@@ -328,6 +358,8 @@ def create_app(
         watcher: provides the model at request time.
         limits: upload limits, the page's and the API's.
         blocks: the page (default: :func:`serving.app.make_app` on the same watcher).
+        credentials: required of every request but the probes and metrics (default: open).
+        draining: once set, ``/readyz`` answers 503 (the server is stopping).
 
     Returns:
         The ASGI app, ready for uvicorn.
@@ -338,9 +370,12 @@ def create_app(
         docs_url="/docs",
     )
     metrics = ServingMetrics(watcher)
-    _register_probes(api, watcher, metrics)
+    _register_probes(api, watcher, metrics, draining or threading.Event())
     _register_predict(api, watcher, limits, metrics)
+    # Middleware added later runs first: request IDs, then credentials, then the size check.
     _refuse_oversized_bodies(api, limits, metrics)
+    if credentials is not None:
+        _require_credentials(api, credentials, metrics)
     _add_request_tracking(api, watcher, metrics)
     page = blocks or make_app(watcher, limits)
     # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from model.errors import InputError, ServiceError
 from model.inference.predictor import Predictor
+from serving.access import client_header
 from serving.faces import analyze
 from serving.images import ImageLimits, load_image
 
@@ -60,17 +63,29 @@ def predict_local(
 
 
 def predict_remote(
-    paths: Iterable[Path], url: str, whole_image: bool = False, timeout: float = 60.0
+    paths: Iterable[Path],
+    url: str,
+    whole_image: bool = False,
+    timeout: float = 60.0,
+    auth: SecretStr | None = None,
 ) -> Iterator[Outcome]:
     """Each photo sent to a running server's ``POST /api/v1/predict``.
 
+    Args:
+        paths: the photos.
+        url: the server's address, e.g. ``http://host:7860``.
+        whole_image: treat each photo as one face.
+        timeout: seconds to wait for each answer.
+        auth: the server's ``FER_SERVE_AUTH`` value, sent as its credentials.
+
     Raises:
-        ServiceError: the server cannot be reached, naming it.
+        ServiceError: the server cannot be reached, or refuses the credentials.
     """
     import httpx
 
     endpoint = f"{url.rstrip('/')}/api/v1/predict"
-    with httpx.Client(timeout=timeout) as client:
+    headers = {"Authorization": client_header(auth.get_secret_value())} if auth else {}
+    with httpx.Client(timeout=timeout, headers=headers) as client:
         for path in paths:
             try:
                 with path.open("rb") as photo:
@@ -87,6 +102,11 @@ def predict_remote(
             except OSError as error:
                 yield Outcome(path, refused=str(error))
                 continue
+            if answer.status_code == 401:
+                raise ServiceError(
+                    f"{endpoint} asks for credentials: {_detail(answer)}; set FER_SERVE_AUTH "
+                    "to the server's value"
+                )
             if answer.status_code == 200:
                 yield Outcome(path, answer=answer.json())
             else:

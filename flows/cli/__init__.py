@@ -15,6 +15,9 @@ from typing import Annotated
 import typer
 
 from flows.cli import data, models, predict, serve, services, training
+from model.errors import ConfigError
+from model.logs import LogFormat, configure_logging
+from model.settings import get_settings
 
 app = typer.Typer(
     help="FER platform: train, gate, publish and serve a facial-emotion classifier.",
@@ -28,10 +31,7 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     """Configure logging for every command."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if verbose else logging.INFO, _log_format())
     # httpx logs every health-check request at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,6 +40,14 @@ def main(
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "model,validation,infra")
     # The same loggers also run outside flow runs (`fer data validate`): log locally there.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def _log_format() -> LogFormat:
+    """``FER_LOG_FORMAT``; text while the settings are invalid (the command then says why)."""
+    try:
+        return get_settings().log_format
+    except ConfigError:
+        return "text"
 
 
 # `fer --help` lists the commands in this order, then the groups in theirs.

@@ -41,7 +41,10 @@ def predict(
     ] = "champion",
     url: Annotated[
         str | None,
-        typer.Option(help="Ask a running server (`fer serve`) instead, e.g. http://host:7860."),
+        typer.Option(
+            help="Ask a running server (`fer serve`) instead, e.g. http://host:7860; "
+            "credentials from FER_SERVE_AUTH (a token, or its first user:password)."
+        ),
     ] = None,
     whole_image: Annotated[
         bool, typer.Option(help="Treat each whole image as one face (no detection).")
@@ -53,7 +56,7 @@ def predict(
 
     files = photos_in(photos)
     if url is not None:
-        outcomes = predict_remote(files, url, whole_image)
+        outcomes = predict_remote(files, url, whole_image, auth=get_settings().serve_auth)
     else:
         from model.inference.predictor import Predictor
         from model.registry.champion import local_model_file

@@ -19,7 +19,7 @@ from flows.cli.common import (
     stoppable,
     with_gate_options,
 )
-from flows.cli.serve import serve_until_stopped
+from flows.cli.serve import Public, check_exposure, serve_until_stopped
 from model.errors import ConfigError, FerError
 from model.evaluation.gate import GateConfig
 from model.settings import Settings, get_settings
@@ -158,6 +158,7 @@ def up(
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     quality_config: QualityConfigFile = None,
+    public: Public = False,
     *,
     gate: GateConfig,
 ) -> None:
@@ -169,6 +170,7 @@ def up(
     quality = read_quality_config(quality_config)
     config = TrainConfig.from_profile(profile, epochs=epochs, batch_size=batch_size)
     settings = get_settings()
+    check_exposure(settings, public)
     _start_platform(settings)
     parameters = {
         "dataset": dataset,

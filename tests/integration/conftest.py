@@ -66,12 +66,14 @@ def run_that_published(settings: Settings, version: str) -> Any:
             return client.read_flow_run(artifact.flow_run_id)
 
 
-def launch_api(watcher: ChampionWatcher, limits: ImageLimits) -> Iterator[str]:
-    """The API and the page on a free port, served by uvicorn in a thread, until the test ends."""
+def launch_api(watcher: ChampionWatcher, limits: ImageLimits, **options: Any) -> Iterator[str]:
+    """The API and the page on a free port, served by uvicorn in a thread, until the test ends.
+
+    ``options`` go to :func:`serving.api.create_app` (credentials, draining).
+    """
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(watcher, limits), host="127.0.0.1", port=port, log_level="error")
-    )
+    app = create_app(watcher, limits, **options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 from skimage import data
 
-from model.errors import InputError
+from infra.services import free_port
+from model.errors import InputError, ServiceError
 from model.settings import Settings
+from serving.access import parse_auth
 from serving.api import RequestIdFilter
 from serving.app import ChampionWatcher, start_watcher
 from serving.images import ImageLimits, load_image
+from serving.predict import predict_remote
 from tests.integration.conftest import launch_api
 
 pytestmark = pytest.mark.integration
@@ -188,3 +200,139 @@ def test_before_a_model_is_promoted_readyz_and_predict_say_so(
         answer = _predict(url, photos["good"])
         assert answer.status_code == 503 and "run `fer retrain`" in answer.json()["detail"]
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_with_user_passwords_the_page_and_api_ask_and_the_probes_stay_open(
+    watcher: ChampionWatcher, photos: dict[str, Path]
+) -> None:
+    credentials = parse_auth("alice:wonderland, bob:builder")
+    alice = _basic("alice", "wonderland")
+    for url in launch_api(watcher, LIMITS, credentials=credentials):
+        page = httpx.get(f"{url}/", timeout=10)
+        assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic")
+        assert httpx.get(f"{url}/", headers={"Authorization": alice}, timeout=10).status_code == 200
+        refused = _predict(url, photos["good"])
+        assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+        assert "FER_SERVE_AUTH" in refused.json()["detail"]
+        assert refused.headers["X-Request-ID"]  # refusals are traced like any answer
+        wrong = _predict(url, photos["good"], Authorization=_basic("alice", "builder"))
+        assert wrong.status_code == 401
+        assert _predict(url, photos["good"], Authorization=alice).status_code == 200
+        assert _predict(url, photos["good"], Authorization=_basic("bob", "builder")).is_success
+        for probe in ("/healthz", "/readyz", "/metrics"):
+            assert httpx.get(f"{url}{probe}", timeout=10).status_code == 200, probe
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'fer_errors_total{endpoint="predict",reason="unauthorized"} 2.0' in metrics
+        assert 'fer_errors_total{endpoint="page",reason="unauthorized"} 1.0' in metrics
+
+
+def test_with_a_token_programs_send_bearer_and_browsers_give_it_as_password(
+    watcher: ChampionWatcher, photos: dict[str, Path]
+) -> None:
+    token = "tok-" + "7" * 28
+    for url in launch_api(watcher, LIMITS, credentials=parse_auth(token)):
+        assert _predict(url, photos["good"], Authorization=f"Bearer {token}").status_code == 200
+        assert _predict(url, photos["good"], Authorization="Bearer nope").status_code == 401
+        browser = _basic("anyone", token)
+        assert httpx.get(f"{url}/", headers={"Authorization": browser}, timeout=10).is_success
+        # `fer predict --url` sends FER_SERVE_AUTH, and says so when it is missing or wrong.
+        (outcome,) = predict_remote([photos["good"]], url, auth=SecretStr(token))
+        assert outcome.answer is not None and outcome.answer["faces"]
+        for auth in (None, SecretStr("other")):
+            with pytest.raises(ServiceError, match="asks for credentials.*FER_SERVE_AUTH"):
+                list(predict_remote([photos["good"]], url, auth=auth))
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_fer_serve_drains_on_sigterm_finishes_requests_in_flight_and_logs_json(
+    watcher: ChampionWatcher, photos: dict[str, Path]
+) -> None:
+    port = free_port()
+    fer = Path(sys.executable).with_name("fer")
+    process = subprocess.Popen(
+        [str(fer), "serve"],
+        env={
+            **os.environ,
+            "FER_SERVE_PORT": str(port),
+            "FER_SERVE_DRAIN_SECONDS": "2",
+            "FER_LOG_FORMAT": "json",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, url)
+        # A request in flight: its headers and half its body are sent before the signal.
+        request = _multipart(photos["good"].read_bytes(), "drain-1", port)
+        in_flight = socket.create_connection(("127.0.0.1", port), timeout=30)
+        in_flight.sendall(request[: len(request) // 2])
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["reason"].startswith("draining")
+        assert _predict(url, photos["good"]).status_code == 200  # still served while draining
+        time.sleep(2.5)  # the drain is over: the server accepts no new connection
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=5)
+        in_flight.sendall(request[len(request) // 2 :])
+        answer = _read_response(in_flight)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert b'"faces"' in answer
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output[-3000:]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(
+        line["request_id"] == "drain-1" and "/api/v1/predict -> 200" in line["message"]
+        for line in lines
+    ), output[-3000:]
+    assert any(line["logger"] == "serving.server" for line in lines)  # the drain was logged
+    assert not [line for line in output.splitlines() if " INFO " in line]  # no text log lines
+
+
+def _wait_ready(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "`fer serve` did not become ready"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+def _multipart(photo: bytes, request_id: str, port: int) -> bytes:
+    """A whole ``POST /api/v1/predict`` request, as bytes on the wire."""
+    boundary = "fer-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /api/v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _read_response(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    connection.close()
+    return b"".join(chunks)

@@ -84,6 +84,8 @@ def test_compose_runs_the_platform_with_health_checks_and_named_volumes() -> Non
         assert services[name]["image"] == services["serve"]["image"], name
     assert services["worker"]["command"][:2] == ["fer", "worker"]
     assert services["serve"]["command"] == ["fer", "serve"]
+    # The app is published on the host's port, so it asks for credentials (from infra/.env).
+    assert services["serve"]["environment"]["FER_SERVE_AUTH"].startswith("${FER_SERVE_AUTH:?")
     # The worker and the app wait for healthy dependencies; Prefect runs on Postgres.
     assert services["worker"]["depends_on"]["prefect"]["condition"] == "service_healthy"
     assert services["serve"]["depends_on"]["minio"]["condition"] == "service_healthy"
@@ -177,6 +179,8 @@ def test_serving_scales_behind_a_service_with_probes() -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    # The Service exposes the app: credentials come from a Secret made by hand.
+    assert {"secretRef": {"name": "fer-serve-auth"}} in container["envFrom"]
     annotations = serve["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
