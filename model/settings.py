@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         "comma-separated user:password pairs. Unset: open, and `fer serve` refuses a host "
         "other than loopback unless given --public. The probes and /metrics stay open.",
     )
+    serve_max_stale_seconds: float = Field(
+        86400.0,
+        ge=0,
+        description="/readyz answers 503 once the model store has not answered for this long "
+        "(the model served may be out of date); 0: never. A day by default, so a store outage "
+        "does not take every replica out before the next nightly run.",
+    )
     serve_drain_seconds: float = Field(
         5.0,
         ge=0,

@@ -182,7 +182,11 @@ def _save_upload(upload: UploadFile, folder: Path, limits: ImageLimits) -> Path:
 
 
 def _register_probes(
-    api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics, draining: threading.Event
+    api: FastAPI,
+    watcher: ChampionWatcher,
+    metrics: ServingMetrics,
+    draining: threading.Event,
+    max_stale_seconds: float,
 ) -> None:
     @api.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
@@ -191,12 +195,23 @@ def _register_probes(
 
     @api.get("/readyz", tags=["probes"], responses={503: {"description": "not ready, and why"}})
     def readyz() -> JSONResponse:
-        """200 once a model is loaded; 503 before, or while draining, with the reason."""
+        """200 once a model is loaded; otherwise 503 with the reason.
+
+        Also 503 while draining, and when the store has been silent too long.
+        """
         if draining.is_set():
             return JSONResponse({"ready": False, "reason": "draining: the server is stopping"}, 503)
         served = watcher.served
         if served is None:
             return JSONResponse({"ready": False, "reason": "no model loaded yet"}, 503)
+        silent = watcher.store_silent_for()
+        if max_stale_seconds and silent is not None and silent > max_stale_seconds:
+            reason = (
+                f"the model store has not answered for {silent:.0f} s, more than "
+                f"FER_SERVE_MAX_STALE_SECONDS ({max_stale_seconds:.0f}): the model served may be "
+                "out of date"
+            )
+            return JSONResponse({"ready": False, "reason": reason}, 503)
         return JSONResponse({"ready": True, "model_version": served.predictor.version})
 
     @api.get("/api/v1/model", tags=["model"], responses={503: {"description": "no model yet"}})
@@ -351,6 +366,7 @@ def create_app(
     *,
     credentials: Credentials | None = None,
     draining: threading.Event | None = None,
+    max_stale_seconds: float = 0.0,
 ) -> FastAPI:
     """The API with the Gradio page mounted at ``/``.
 
@@ -360,6 +376,8 @@ def create_app(
         blocks: the page (default: :func:`serving.app.make_app` on the same watcher).
         credentials: required of every request but the probes and metrics (default: open).
         draining: once set, ``/readyz`` answers 503 (the server is stopping).
+        max_stale_seconds: ``/readyz`` answers 503 once the store has not answered for longer
+            (0: never).
 
     Returns:
         The ASGI app, ready for uvicorn.
@@ -370,7 +388,7 @@ def create_app(
         docs_url="/docs",
     )
     metrics = ServingMetrics(watcher)
-    _register_probes(api, watcher, metrics, draining or threading.Event())
+    _register_probes(api, watcher, metrics, draining or threading.Event(), max_stale_seconds)
     _register_predict(api, watcher, limits, metrics)
     # Middleware added later runs first: request IDs, then credentials, then the size check.
     _refuse_oversized_bodies(api, limits, metrics)

@@ -75,6 +75,7 @@ class ChampionWatcher:
         self.poll_seconds = poll_seconds
         self.loader = loader
         self._served: Served | None = None
+        self.started = time.time()
         self.last_checked: float | None = None
         self.last_error: str | None = None
         #: The champion (version, sha256) that failed verification, and why.
@@ -209,6 +210,12 @@ class ChampionWatcher:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def store_silent_for(self, now: float | None = None) -> float | None:
+        """Seconds since the store last answered, while it does not answer (None: it does)."""
+        if self.last_error is None:
+            return None
+        return (now or time.time()) - (self.last_checked or self.started)
+
     def staleness(self, now: float | None = None) -> str | None:
         """A warning when the store has not answered lately or the champion was refused.
 
@@ -221,8 +228,8 @@ class ChampionWatcher:
             warnings.append(
                 f"champion {version} was refused ({reason}); still serving the verified model below"
             )
-        if self.last_error is not None:
-            since = (now or time.time()) - (self.last_checked or 0)
+        since = self.store_silent_for(now)
+        if since is not None:
             warnings.append(
                 f"the model store has not answered for {since:.0f} s ({self.last_error}); "
                 "still serving the model below, a new champion is loaded once the store is back"

@@ -60,7 +60,13 @@ def serve_until_stopped(settings: Settings) -> None:
         + ("   (access: FER_SERVE_AUTH)" if credentials else "")
     )
     draining = threading.Event()
-    app = create_app(watcher, image_limits(settings), credentials=credentials, draining=draining)
+    app = create_app(
+        watcher,
+        image_limits(settings),
+        credentials=credentials,
+        draining=draining,
+        max_stale_seconds=settings.serve_max_stale_seconds,
+    )
     server = serving_server(
         app, settings.serve_host, settings.serve_port, draining, settings.serve_drain_seconds
     )

@@ -336,3 +336,22 @@ def _read_response(connection: socket.socket) -> bytes:
         chunks.append(chunk)
     connection.close()
     return b"".join(chunks)
+
+
+def test_readyz_turns_503_once_the_store_has_been_silent_too_long(
+    watcher: ChampionWatcher, tmp_path: Path
+) -> None:
+    cached = ChampionWatcher(None, tmp_path / "models", poll_seconds=3600)
+    cached.serve_local(watcher.predictor)
+    for url in launch_api(cached, LIMITS, max_stale_seconds=60):
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        cached.last_checked, cached.last_error = time.time() - 30, "connection refused"
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 200  # silent, but not for long: the cache is fresh enough
+        cached.last_checked = time.time() - 600
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert "has not answered for 600 s" in ready.json()["reason"]
+        assert "FER_SERVE_MAX_STALE_SECONDS" in ready.json()["reason"]
+        cached.last_error = None  # the store answered again
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
