@@ -136,6 +136,14 @@ class Settings(BaseSettings):
         ge=10_000,
         description="Images with more pixels are refused before they are decoded.",
     )
+    serve_detect_side: int = Field(
+        640,
+        ge=64,
+        le=4096,
+        description="Long side, in pixels, of the copy of a photo that faces are searched on: "
+        "faces below about 1/30 of it are missed, and detection time grows with its square "
+        "(bench/RESULTS.md, Face detection).",
+    )
     retrain_cron: str = Field(
         "0 2 * * *",
         description="Cron schedule of the `retrain/nightly` deployment (five fields).",

@@ -274,7 +274,8 @@ def analyze_upload(
     loaded = load_image(path, limits)
     stale = watcher.staleness()
     notes = loaded.notes + ((stale,) if stale else ())
-    return analyze(loaded.image, served.predictor, whole_image, notes), loaded.image
+    analysis = analyze(loaded.image, served.predictor, whole_image, notes, limits.detect_side)
+    return analysis, loaded.image
 
 
 def answer_json(watcher: ChampionWatcher, analysis: Analysis) -> dict[str, Any]:
@@ -500,4 +501,5 @@ def image_limits(settings: Settings) -> ImageLimits:
         max_bytes=settings.serve_max_upload_bytes,
         max_pixels=settings.serve_max_pixels,
         reject_pixels=settings.serve_reject_pixels,
+        detect_side=settings.serve_detect_side,
     )

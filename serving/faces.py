@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from model.inference.predictor import Predictor, to_model_input
-from serving.detector import Box, detect
+from serving.detector import Box, SearchConfig, detect
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Analysis:
         }
 
 
-def detect_faces(pixels: np.ndarray) -> list[Box]:
+def detect_faces(pixels: np.ndarray, detect_side: int = SearchConfig.detect_side) -> list[Box]:
     """Faces in an RGB (or grayscale) image, framed like FER2013's crops, left to right.
 
     MediaPipe's BlazeFace (:mod:`serving.detector`); it replaced OpenCV's Haar cascade, which
@@ -69,15 +69,20 @@ def detect_faces(pixels: np.ndarray) -> list[Box]:
 
     Args:
         pixels: H x W x 3 or H x W uint8 pixels.
+        detect_side: long side of the copy searched (smaller: faster, small faces missed).
 
     Returns:
         Boxes as (x, y, width, height) in the image's pixels.
     """
-    return [box for box, _ in detect(pixels)]
+    return [box for box, _ in detect(pixels, SearchConfig(detect_side=detect_side))]
 
 
 def analyze(
-    image: Image.Image, predictor: Predictor, whole_image: bool = False, notes: tuple[str, ...] = ()
+    image: Image.Image,
+    predictor: Predictor,
+    whole_image: bool = False,
+    notes: tuple[str, ...] = (),
+    detect_side: int = SearchConfig.detect_side,
 ) -> Analysis:
     """Detect faces (or take the whole image) and classify them in one batch.
 
@@ -86,6 +91,7 @@ def analyze(
         predictor: the model to ask.
         whole_image: skip detection and treat the image as one face.
         notes: notes from loading the image, passed through.
+        detect_side: long side of the copy faces are searched on.
 
     Returns:
         The faces with their probabilities; no faces (and a note saying what to do) when
@@ -94,7 +100,9 @@ def analyze(
     gray = image.convert("L")
     width, height = gray.size
     boxes = (
-        [(0, 0, width, height)] if whole_image else detect_faces(np.asarray(image.convert("RGB")))
+        [(0, 0, width, height)]
+        if whole_image
+        else detect_faces(np.asarray(image.convert("RGB")), detect_side)
     )
     if not boxes:
         hint = "no face found: tick 'Treat the whole image as one face' to classify it anyway"

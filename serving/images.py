@@ -23,11 +23,14 @@ class ImageLimits:
         max_bytes: larger files are refused.
         max_pixels: larger images are downscaled to about this many pixels.
         reject_pixels: larger images are refused before their pixels are decoded.
+        detect_side: long side of the copy faces are searched on (serving.detector): faces
+            below about 1/30 of it are missed, and the time grows with its square.
     """
 
     max_bytes: int = 20 * 1024**2
     max_pixels: int = 2_000_000
     reject_pixels: int = 50_000_000
+    detect_side: int = 640
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def predict_local(
         except (InputError, OSError) as error:
             yield Outcome(path, refused=str(error))
             continue
-        analysis = analyze(loaded.image, predictor, whole_image, loaded.notes)
+        analysis = analyze(loaded.image, predictor, whole_image, loaded.notes, limits.detect_side)
         yield Outcome(path, answer=analysis.to_json())
 
 

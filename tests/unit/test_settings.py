@@ -119,3 +119,10 @@ def test_the_settings_doc_is_the_table_the_code_generates() -> None:
         "docs/settings.md is out of date: regenerate its table with "
         '`uv run python -c "from model.settings import settings_table; print(settings_table())"`'
     )
+
+
+def test_the_detection_copy_size_reaches_the_app() -> None:
+    from serving.app import image_limits
+
+    assert image_limits(Settings(serve_detect_side=320)).detect_side == 320
+    assert image_limits(Settings()).detect_side == 640
