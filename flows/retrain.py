@@ -113,7 +113,7 @@ def retrain(
         metrics = evaluate_model_task(trained, ref)
         decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
         version = publish_model_task(trained, metrics, ref, train_config, decision)
-        promote_version_task(version)
+        promote_version_task(version, metrics.accuracy)
     return version
 
 

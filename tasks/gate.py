@@ -12,6 +12,7 @@ from model.evaluation.gate import Decision, GateConfig, decide, enforce
 from model.evaluation.metrics import Metrics
 from model.registry.champion import score_champion
 from model.registry.store import ModelRegistry
+from tasks import events
 from tasks.common import retrying, settings
 
 
@@ -37,5 +38,7 @@ def check_gate_task(
         description="Promotion gate decision, criterion by criterion",
     )
     get_run_logger().info("gate %s", "passed" if decision.passed else "failed")
+    if not decision.passed:
+        events.gate_refused(decision)
     enforce(decision)
     return decision

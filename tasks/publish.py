@@ -11,6 +11,7 @@ from model.evaluation.metrics import Metrics
 from model.registry.lineage import publish_run
 from model.registry.store import ChampionPointer, ModelRegistry
 from model.training.config import TrainConfig, TrainResult
+from tasks import events
 from tasks.common import retrying, settings
 
 
@@ -50,10 +51,16 @@ def publish_model_task(
     **retrying(3, first_delay_seconds=5),
     timeout_seconds=300,
 )
-def promote_version_task(version: str) -> ChampionPointer:
-    """Move the champion pointer to ``version`` (compare-and-swap)."""
+def promote_version_task(version: str, accuracy: float) -> ChampionPointer:
+    """Move the champion pointer to ``version`` (compare-and-swap); announce it.
+
+    Args:
+        version: the published version.
+        accuracy: its test accuracy, for the ``fer.model.promoted`` event.
+    """
     registry = ModelRegistry.from_settings(settings())
     pointer = registry.promote(version)
+    events.model_promoted(pointer, accuracy)
     create_markdown_artifact(
         key="champion",
         markdown=(

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from model.contract import DatasetRef
 from model.registry.store import ModelRegistry
 from model.version import code_version
+from tasks import events
 from tasks.common import settings
 from validation.config import QualityConfig
 from validation.report import QualityReport
@@ -93,6 +94,8 @@ def check_data_quality_task(validated: ValidatedDataset) -> QualityReport:
         len(report.warnings),
         validated.location or report.index,
     )
+    if report.critical_failures:
+        events.data_refused(report)
     raise_on_failure(report, validated.location)
     return report
 

@@ -66,6 +66,31 @@ def run_that_published(settings: Settings, version: str) -> Any:
             return client.read_flow_run(artifact.flow_run_id)
 
 
+def events_of_run(settings: Settings, name: str, run_id: Any, timeout: float = 30) -> list[Any]:
+    """The events called ``name`` related to a flow run, read back from the server.
+
+    Events reach the server in the background after the run: they are waited for.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    wanted = EventFilter(
+        event=EventNameFilter(name=[name]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
+    )
+    deadline = time.monotonic() + timeout
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        with get_client(sync_client=True) as client:
+            # limit: the client's default (100) is above what the server accepts (50).
+            while not client.read_events(wanted, limit=50).events:
+                if time.monotonic() > deadline:
+                    return []
+                time.sleep(0.5)
+            time.sleep(1)  # a duplicate would arrive about as late: read once more
+            return client.read_events(wanted, limit=50).events
+
+
 def launch_api(watcher: ChampionWatcher, limits: ImageLimits, **options: Any) -> Iterator[str]:
     """The API and the page on a free port, served by uvicorn in a thread, until the test ends.
 

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,21 +18,23 @@ from model.errors import DataQualityError, GateFailed
 from model.evaluation.gate import GateConfig
 from model.registry.store import ModelRegistry
 from model.settings import Settings
-from tests.integration.conftest import QUICK, SUBSET_QUALITY, run_that_published
+from tasks import events
+from tests.integration.conftest import QUICK, SUBSET_QUALITY, events_of_run, run_that_published
 from tests.unit.helpers import scan
 
 pytestmark = pytest.mark.integration
 
 
-def _latest_run_state(settings: Settings) -> tuple[str, str | None]:
+def _latest_run_state(settings: Settings) -> tuple[str, str | None, Any]:
+    """The newest flow run's state, its message and the run's id."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    async def read() -> tuple[str, str | None]:
+    async def read() -> tuple[str, str | None, Any]:
         async with get_client() as client:
             runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            return runs[0].state.type.value, runs[0].state.message
+            return runs[0].state.type.value, runs[0].state.message, runs[0].id
 
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         return asyncio.run(read())
@@ -156,6 +159,12 @@ def test_retrain_publishes_and_promotes_with_lineage(
     assert gate["checks"][0].startswith("pass: test accuracy")
     assert len(gate["checks"]) >= 2 + len(CLASSES)
     assert "## Promotion gate\n- pass: test accuracy" in card
+    # Announced: one fer.model.promoted, related to the run that published it.
+    run = run_that_published(services, champion_version)
+    (event,) = events_of_run(services, events.PROMOTED, run.id)
+    assert event.payload["version"] == champion_version
+    assert event.payload["accuracy"] == pytest.approx(accuracy)
+    assert event.resource.id == f"fer.model.{champion_version}"
     # Promoted: the champion now, or a former one if a later test's run was promoted since.
     pointer = registry.champion()
     assert champion_version in (pointer.version, *pointer.history)
@@ -187,11 +196,16 @@ def test_failed_gate_leaves_the_champion(
     pointer_before = registry.champion()
     with pytest.raises(GateFailed, match="below the floor 0.9900"):
         run_retrain(services, str(fer_subset), QUICK, GateConfig(min_accuracy=0.99), SUBSET_QUALITY)
-    state, message = _latest_run_state(services)
+    state, message, run_id = _latest_run_state(services)
     assert state == "FAILED"
     assert "below the floor 0.9900" in message
     assert registry.champion() == pointer_before
     assert registry.list_versions() == versions_before
+    # Other systems hear of it: one fer.gate.refused, related to this run, naming the criterion.
+    (event,) = events_of_run(services, events.GATE_REFUSED, run_id)
+    assert any("below the floor 0.9900" in reason for reason in event.payload["failed"])
+    assert event.payload["champion"] == pointer_before.version
+    assert not events_of_run(services, events.PROMOTED, run_id, timeout=0)
 
 
 def test_bad_dataset_fails_before_training(
@@ -205,11 +219,14 @@ def test_bad_dataset_fails_before_training(
     runs_before = len(list((Path(services.home_dir) / "runs").iterdir()))
     with pytest.raises(DataQualityError, match="test_classes_present"):
         run_retrain(services, str(broken), QUICK, GateConfig(min_accuracy=0.0), SUBSET_QUALITY)
-    state, message = _latest_run_state(services)
+    state, message, run_id = _latest_run_state(services)
     assert state == "FAILED"
     assert "failed critical data-quality check(s) test_classes_present:" in message
     assert "test/disgust/" in message
     assert registry.champion() == pointer_before
+    (event,) = events_of_run(services, events.DATA_REFUSED, run_id)
+    assert "test/disgust/" in event.payload["failed"]["test_classes_present"]
+    assert event.resource.id.startswith("fer.dataset.")
     assert len(list((Path(services.home_dir) / "runs").iterdir())) == runs_before
 
 
