@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 from prefect.workers.process import ProcessWorker
 
+from flows.alerts import ensure_alerts
 from flows.progress import ProgressDisplay, follow_flow_run
 from flows.retrain import ensure_retrain_limit, retrain
 from model.errors import ConfigError
@@ -44,6 +45,8 @@ class Deployed:
     cron: str
     timezone: str
     paused: bool
+    #: The alerts' state, in one line (see :func:`flows.alerts.ensure_alerts`).
+    alerts: str
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ def deploy_retrain(
         The deployment's id and schedule.
 
     Raises:
-        ConfigError: for an invalid cron, time zone or work pool.
+        ConfigError: for an invalid cron, time zone or work pool, or an alert block that
+            does not exist.
     """
     cron, timezone = _checked_schedule(settings, cron, timezone)
     pool = work_pool or settings.work_pool
@@ -225,7 +229,8 @@ def deploy_retrain(
         schedule = _cron_schedule(cron, timezone)
         deployment_id = _deploy_nightly(pool, schedule, parameters, paused, profile)
     logger.info("deployment %s (%s) on pool %s", DEPLOYMENT_PATH, deployment_id, pool)
-    return Deployed(deployment_id, DEPLOYMENT_PATH, pool, cron, timezone, paused)
+    alerts = ensure_alerts(settings)
+    return Deployed(deployment_id, DEPLOYMENT_PATH, pool, cron, timezone, paused, alerts)
 
 
 def run_deployed_retrain(

@@ -16,6 +16,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.progress import ProgressDisplay, following_tagged_run
+from model.errors import FerError
 from model.evaluation.gate import GateConfig
 from model.settings import get_settings
 from model.training.config import TrainConfig
@@ -105,16 +106,36 @@ def retrain(
     logger.info("waiting for the %r slot: one retrain runs at a time", RETRAIN_LIMIT)
     with retrain_slot():
         logger.info("holding the %r slot", RETRAIN_LIMIT)
-        ref = acquire_dataset_task(dataset or get_settings().dataset)
-        validated = validate_dataset_task(ref, quality_config)
-        check_data_quality_task(validated)
-        cleaned = clean_dataset_task(ref, train_config.cleaning)
-        trained = train_model_task(ref, train_config, cleaned)
-        metrics = evaluate_model_task(trained, ref)
-        decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
-        version = publish_model_task(trained, metrics, ref, train_config, decision)
-        promote_version_task(version, metrics.accuracy)
+        with stage("acquire"):
+            ref = acquire_dataset_task(dataset or get_settings().dataset)
+        with stage("data quality"):
+            validated = validate_dataset_task(ref, quality_config)
+            check_data_quality_task(validated)
+        with stage("train"):
+            cleaned = clean_dataset_task(ref, train_config.cleaning)
+            trained = train_model_task(ref, train_config, cleaned)
+        with stage("evaluate"):
+            metrics = evaluate_model_task(trained, ref)
+        with stage("gate"):
+            decision = check_gate_task(metrics, gate_config, ref, trained.run_dir)
+        with stage("publish"):
+            version = publish_model_task(trained, metrics, ref, train_config, decision)
+            promote_version_task(version, metrics.accuracy)
     return version
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage in a platform error raised inside the block.
+
+    The run's failure message (the state the UI, ``fer`` and the alerts show) then starts with
+    it: ``gate stage: gate failed: ...``.
+    """
+    try:
+        yield
+    except FerError as error:
+        error.stage = error.stage or name
+        raise
 
 
 def run_retrain(

@@ -2,7 +2,18 @@
 
 
 class FerError(Exception):
-    """Base class of every error the platform raises on purpose."""
+    """Base class of every error the platform raises on purpose.
+
+    Attributes:
+        stage: the retrain flow's stage it ended, once the flow has named it; the message
+            then starts with it, so a failed run's state (and its alert) says where it failed.
+    """
+
+    stage: str | None = None
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.stage} stage: {message}" if self.stage else message
 
 
 class ConfigError(FerError):

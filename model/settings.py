@@ -159,11 +159,27 @@ class Settings(BaseSettings):
         description="Worker type of the pool: process (flow runs as local processes) or "
         "kubernetes (each flow run a Kubernetes Job; infra/k8s).",
     )
+    alert_block: str | None = Field(
+        None,
+        description="Prefect notification block that alerts go through, as "
+        "<block-type-slug>/<name> (e.g. slack-webhook/fer-alerts); `fer deploy` then creates "
+        "the automations for failed, crashed and late retrain runs. Unset: alerts are off.",
+    )
     distribute: Literal["none", "mirrored"] = Field(
         "none",
         description="How training uses the machine's accelerators: none (one device) or "
         "mirrored (tf.distribute.MirroredStrategy over every local GPU).",
     )
+
+    @field_validator("alert_block")
+    @classmethod
+    def _block_name(cls, value: str | None) -> str | None:
+        if value is not None and value.count("/") != 1:
+            raise ValueError(
+                f"{value!r} is not <block-type-slug>/<name>, e.g. slack-webhook/fer-alerts "
+                "(`prefect block ls` lists them)"
+            )
+        return value
 
     @field_validator("retrain_cron")
     @classmethod

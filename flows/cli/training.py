@@ -104,7 +104,8 @@ def deploy(
         f"deployment {deployed.name} on work pool {deployed.work_pool}: "
         f"cron {deployed.cron!r} ({deployed.timezone}){' paused' if deployed.paused else ''}\n"
         f"run it now:  prefect deployment run '{deployed.name}'\n"
-        f"a worker runs it:  fer worker   (or `fer up`, which starts one)"
+        f"a worker runs it:  fer worker   (or `fer up`, which starts one)\n"
+        f"{deployed.alerts}"
     )
 
 
@@ -145,7 +146,7 @@ def _start_platform(settings: Settings) -> None:
     worker = worker_up(settings)
     typer.echo(
         f"deployment {deployed.name}: cron {deployed.cron!r} ({deployed.timezone}); "
-        f"worker {worker.note} (log: {worker.log_path})"
+        f"worker {worker.note} (log: {worker.log_path}); {deployed.alerts}"
     )
 
 

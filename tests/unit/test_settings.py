@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from model.errors import ConfigError
 from model.settings import Settings, get_settings
@@ -126,3 +127,10 @@ def test_the_detection_copy_size_reaches_the_app() -> None:
 
     assert image_limits(Settings(serve_detect_side=320)).detect_side == 320
     assert image_limits(Settings()).detect_side == 640
+
+
+def test_an_alert_block_is_named_with_its_type() -> None:
+    block = "slack-webhook/fer-alerts"
+    assert Settings(alert_block=block).alert_block == block
+    with pytest.raises(ValidationError, match="not <block-type-slug>/<name>"):
+        Settings(alert_block="fer-alerts")
