@@ -13,9 +13,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_LOCAL_STORAGE_PATH,
+    PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK,
+    temporary_settings,
+)
 
 from flows.progress import ProgressDisplay, following_tagged_run
+from flows.storage import ensure_result_storage
 from model.errors import FerError
 from model.evaluation.gate import GateConfig
 from model.settings import get_settings
@@ -166,9 +172,12 @@ def run_retrain(
     from infra.services import require_prefect
 
     require_prefect(settings)
+    with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
+        storage = ensure_result_storage(settings)
     prefect_settings = {
         PREFECT_API_URL: settings.prefect_url,
-        # The validation cache lives under the platform home, as for the worker's runs.
+        # Results and the validation cache live in the store, as for the worker's runs.
+        PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK: storage,
         PREFECT_LOCAL_STORAGE_PATH: settings.home_dir / "prefect" / "storage",
     }
     tag = f"fer-cli-{uuid.uuid4().hex[:12]}"  # how the progress display finds this run

@@ -39,15 +39,15 @@ class ValidatedDataset:
 def validation_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Same data, same bounds, same code and store: the same validation.
 
-    The home and the store are part of the key, so a result is never reused by a platform
-    instance that cannot see the report it points at.
+    The store is part of the key, so a result is never reused by a platform instance that
+    cannot see the report it points at; the home is not, so a run on another worker (another
+    home) reuses it from the store (flows/storage.py).
     """
     current = settings()
     parts = (
         parameters["ref"].fingerprint,
         parameters["config"].model_dump_json(),
         code_version(),
-        str(current.home_dir),
         current.s3_url,
         current.s3_bucket,
     )

@@ -76,19 +76,42 @@ def _artifacts_of_latest_completed_run(settings: Settings) -> tuple[str, dict[st
 
 def _task_runs_of_the_run_that_published(settings: Settings, version: str) -> list[str]:
     """The task-run names, in start order, of the run that published ``version``."""
+    run = run_that_published(settings, version)
+    return [task_run.name.rsplit("-", 1)[0] for task_run in _task_runs(settings, run.id)]
+
+
+def _task_runs(settings: Settings, run_id: Any) -> list[Any]:
+    """The task runs of a flow run, in start order."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    run = run_that_published(settings, version)
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
         with get_client(sync_client=True) as client:
-            task_runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+            return client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             )
-    return [task_run.name.rsplit("-", 1)[0] for task_run in task_runs]
+
+
+def test_a_run_with_another_home_reuses_the_validation_kept_in_the_store(
+    services: Settings, fer_subset: Path, champion_version: str, tmp_path: Path
+) -> None:
+    # Another worker: same server and store, its own home (a fresh pod's emptyDir).
+    elsewhere = services.model_copy(update={"home": tmp_path / "other-home"})
+    # The gate refuses it, so the champion stays: only the validation matters here.
+    with pytest.raises(GateFailed):
+        run_retrain(
+            elsewhere, str(fer_subset), QUICK, GateConfig(min_accuracy=0.99), SUBSET_QUALITY
+        )
+    _, _, run_id = _latest_run_state(elsewhere)
+    (validation,) = [t for t in _task_runs(elsewhere, run_id) if t.name.startswith("validate_")]
+    assert validation.state.name == "Cached"  # validated once, by the session's first run
+    assert not (tmp_path / "other-home" / "prefect" / "storage").exists()  # nothing kept locally
+    registry = ModelRegistry.from_settings(services)
+    kept = registry.client.list_objects_v2(Bucket=services.s3_bucket, Prefix="prefect-results/")
+    assert kept.get("KeyCount", 0) >= 1
 
 
 def test_the_data_flows_one_way_through_one_clean_step(
