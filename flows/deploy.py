@@ -21,7 +21,7 @@ from prefect.workers.process import ProcessWorker
 from flows.alerts import ensure_alerts
 from flows.progress import ProgressDisplay, follow_flow_run
 from flows.retrain import ensure_retrain_limit, retrain
-from flows.storage import ensure_result_storage, result_settings
+from flows.storage import ensure_result_storage
 from model.errors import ConfigError
 from model.settings import Settings, check_cron, check_timezone
 from model.training.config import Profile, TrainConfig
@@ -154,12 +154,7 @@ def _cron_schedule(cron: str, timezone: str) -> Schedule:
 
 
 def _deploy_nightly(
-    pool: str,
-    schedule: Schedule,
-    parameters: dict[str, Any],
-    paused: bool,
-    profile: Profile,
-    env: dict[str, str],
+    pool: str, schedule: Schedule, parameters: dict[str, Any], paused: bool, profile: Profile
 ) -> UUID:
     """Create or update the deployment of the flow from this checkout (Prefect API set).
 
@@ -169,7 +164,6 @@ def _deploy_nightly(
         parameters: the flow parameters it overrides.
         paused: create the schedule paused.
         profile: the training profile named in its description.
-        env: environment of its runs, beside the pool's.
 
     Returns:
         The deployment's id.
@@ -184,7 +178,6 @@ def _deploy_nightly(
         description=f"Nightly retrain: acquire, validate, clean, train ({profile} recipe), "
         "evaluate, gate, publish and promote the facial-emotion model.",
         tags=["fer"],
-        job_variables={"env": env},
         # A second run waits on the server for the first to end, before a worker starts any
         # process or pod for it (the flow's own slot then never keeps one idle).
         concurrency_limit=ConcurrencyLimitConfig(
@@ -235,8 +228,8 @@ def deploy_retrain(
         ensure_retrain_limit()
         # Built after the pool and limit checks, so their errors are the ones reported first.
         schedule = _cron_schedule(cron, timezone)
-        env = result_settings(ensure_result_storage(settings))
-        deployment_id = _deploy_nightly(pool, schedule, parameters, paused, profile, env)
+        ensure_result_storage(settings)  # where its runs keep results, wherever they run
+        deployment_id = _deploy_nightly(pool, schedule, parameters, paused, profile)
     logger.info("deployment %s (%s) on pool %s", DEPLOYMENT_PATH, deployment_id, pool)
     alerts = ensure_alerts(settings)
     return Deployed(deployment_id, DEPLOYMENT_PATH, pool, cron, timezone, paused, alerts)

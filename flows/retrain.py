@@ -13,15 +13,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.settings import (
-    PREFECT_API_URL,
-    PREFECT_LOCAL_STORAGE_PATH,
-    PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK,
-    temporary_settings,
-)
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.progress import ProgressDisplay, following_tagged_run
-from flows.storage import ensure_result_storage
+from flows.storage import RESULTS_STORAGE, ensure_result_storage
 from model.errors import FerError
 from model.evaluation.gate import GateConfig
 from model.settings import get_settings
@@ -83,7 +78,8 @@ def retrain_slot(lease_seconds: float = 300) -> Iterator[None]:
         yield
 
 
-@flow(name="retrain", log_prints=True)
+# Results and cache records go to the store (flows/storage.py), so any worker reuses them.
+@flow(name="retrain", log_prints=True, result_storage=RESULTS_STORAGE)
 def retrain(
     dataset: str | None = None,
     # The nightly recipe by default, so a deployment of this flow trains it; `fer up` passes
@@ -173,13 +169,8 @@ def run_retrain(
 
     require_prefect(settings)
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
-        storage = ensure_result_storage(settings)
-    prefect_settings = {
-        PREFECT_API_URL: settings.prefect_url,
-        # Results and the validation cache live in the store, as for the worker's runs.
-        PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK: storage,
-        PREFECT_LOCAL_STORAGE_PATH: settings.home_dir / "prefect" / "storage",
-    }
+        ensure_result_storage(settings)  # the flow keeps its results there
+    prefect_settings = {PREFECT_API_URL: settings.prefect_url}
     tag = f"fer-cli-{uuid.uuid4().hex[:12]}"  # how the progress display finds this run
     with contextlib.ExitStack() as stack:
         stack.enter_context(temporary_settings(prefect_settings))

@@ -12,16 +12,17 @@ from prefect_aws.client_parameters import AwsClientParameters
 
 from model.settings import Settings
 
-#: The block's name, and the folder of the bucket results go to.
+#: The block's name, the slug the retrain flow names it by, and the folder in the bucket.
 RESULTS_BLOCK = "fer-results"
+RESULTS_STORAGE = f"s3-bucket/{RESULTS_BLOCK}"
 RESULTS_FOLDER = "prefect-results"
 
 
-def ensure_result_storage(settings: Settings) -> str:
-    """Save (or update) the ``s3-bucket/fer-results`` block for the store; return its slug.
+def ensure_result_storage(settings: Settings) -> None:
+    """Save (or update) the ``s3-bucket/fer-results`` block for the store.
 
-    The Prefect API must be set (``temporary_settings``). Runs find it through the
-    ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` setting (see :func:`result_settings`).
+    The retrain flow names it as its result storage, so every run, wherever it runs, loads
+    it from the server. The Prefect API must be set (``temporary_settings``).
     """
     credentials = AwsCredentials(
         aws_access_key_id=settings.s3_access_key_id,
@@ -33,9 +34,3 @@ def ensure_result_storage(settings: Settings) -> str:
         bucket_name=settings.s3_bucket, bucket_folder=RESULTS_FOLDER, credentials=credentials
     )
     block.save(RESULTS_BLOCK, overwrite=True)
-    return f"s3-bucket/{RESULTS_BLOCK}"
-
-
-def result_settings(slug: str) -> dict[str, str]:
-    """The environment a flow run needs to keep its results in the block ``slug``."""
-    return {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": slug}

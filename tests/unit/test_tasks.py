@@ -47,7 +47,7 @@ def test_network_facing_tasks_retry_with_growing_delays(name: str) -> None:
     assert delays == sorted(delays) and delays[-1] >= 4 * delays[0], delays
 
 
-def test_validation_cache_key_follows_data_bounds_and_home(
+def test_validation_cache_key_follows_data_bounds_and_store_not_home(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("FER_HOME", str(tmp_path / "a"))
@@ -65,4 +65,6 @@ def test_validation_cache_key_follows_data_bounds_and_home(
     assert key(min_train_images=100) != key()
     before = key()
     monkeypatch.setenv("FER_HOME", str(tmp_path / "b"))
-    assert key() != before
+    assert key() == before  # another worker's home reuses it from the store
+    monkeypatch.setenv("FER_S3_BUCKET", "another-bucket")
+    assert key() != before  # another store cannot see the report it points at
