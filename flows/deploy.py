@@ -1,4 +1,4 @@
-"""The ``retrain/nightly`` deployment on a work pool (process or Kubernetes), and running it."""
+"""The ``retrain/nightly`` and ``health/daily`` deployments on a work pool, and running them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from prefect.states import Cancelling
 from prefect.workers.process import ProcessWorker
 
 from flows.alerts import ensure_alerts
+from flows.health import daily
 from flows.progress import ProgressDisplay, follow_flow_run
 from flows.retrain import ensure_retrain_limit, retrain
 from flows.storage import ensure_result_storage
@@ -34,6 +35,9 @@ ENTRYPOINT = "flows/retrain.py:retrain"
 DEPLOYMENT = "nightly"
 #: How ``prefect deployment run`` names it.
 DEPLOYMENT_PATH = f"retrain/{DEPLOYMENT}"
+HEALTH_ENTRYPOINT = "flows/health.py:daily"
+HEALTH_DEPLOYMENT = "daily"
+HEALTH_PATH = f"health/{HEALTH_DEPLOYMENT}"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Deployed:
     paused: bool
     #: The alerts' state, in one line (see :func:`flows.alerts.ensure_alerts`).
     alerts: str
+    #: The ``health/daily`` deployment's id and its cron expression.
+    health_deployment_id: UUID
+    health_cron: str
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,33 @@ def _deploy_nightly(
     )
 
 
+def _deploy_health(pool: str, schedule: Schedule, paused: bool) -> UUID:
+    """Create or update ``health/daily`` from this checkout (Prefect API set).
+
+    Args:
+        pool: the work pool its runs go to.
+        schedule: when it runs.
+        paused: create the schedule paused.
+
+    Returns:
+        The deployment's id.
+    """
+    source = daily.from_source(source=str(PROJECT_ROOT), entrypoint=HEALTH_ENTRYPOINT)
+    return source.deploy(
+        name=HEALTH_DEPLOYMENT,
+        work_pool_name=pool,
+        schedules=[schedule],
+        paused=paused,
+        description="Daily health report of the served model: predictions per emotion, "
+        "confidence, faces per photo, refusals, latency, the champion's age, and drift.",
+        tags=["fer"],
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+
+
 def deploy_retrain(
     settings: Settings,
     cron: str | None = None,
@@ -202,6 +236,7 @@ def deploy_retrain(
 
     Its parameters default to the flow's (the ``cpu`` recipe, the default gate and data
     bounds), typed and described in the UI. Re-running it updates the deployment in place.
+    ``health/daily`` (``FER_HEALTH_CRON``, same pool and time zone) is deployed beside it.
 
     Args:
         settings: platform settings (Prefect API, work pool, default schedule).
@@ -221,6 +256,7 @@ def deploy_retrain(
             does not exist.
     """
     cron, timezone = _checked_schedule(settings, cron, timezone)
+    health_cron = settings.health_cron  # checked when the settings were read
     pool = work_pool or settings.work_pool
     parameters = _profile_parameters(profile)
     with temporary_settings({PREFECT_API_URL: settings.prefect_url}):
@@ -230,9 +266,14 @@ def deploy_retrain(
         schedule = _cron_schedule(cron, timezone)
         ensure_result_storage(settings)  # where its runs keep results, wherever they run
         deployment_id = _deploy_nightly(pool, schedule, parameters, paused, profile)
+        health_id = _deploy_health(pool, _cron_schedule(health_cron, timezone), paused)
     logger.info("deployment %s (%s) on pool %s", DEPLOYMENT_PATH, deployment_id, pool)
+    logger.info("deployment %s (%s) on pool %s", HEALTH_PATH, health_id, pool)
     alerts = ensure_alerts(settings)
-    return Deployed(deployment_id, DEPLOYMENT_PATH, pool, cron, timezone, paused, alerts)
+    return Deployed(
+        deployment_id, DEPLOYMENT_PATH, pool, cron, timezone, paused, alerts, health_id,
+        health_cron,
+    )  # fmt: skip
 
 
 def run_deployed_retrain(

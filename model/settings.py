@@ -151,6 +151,24 @@ class Settings(BaseSettings):
     retrain_timezone: str = Field(
         "UTC", description="IANA time zone the cron schedule is read in, e.g. Europe/Berlin."
     )
+    health_cron: str = Field(
+        "0 6 * * *",
+        description="Cron schedule of the `health/daily` deployment (five fields), in "
+        "FER_RETRAIN_TIMEZONE.",
+    )
+    health_metrics_urls: str | None = Field(
+        None,
+        description="Comma-separated /metrics addresses of the serving replicas the daily "
+        "health report reads (one per replica: behind a load balancer, list each pod); unset: "
+        "the local app, http://127.0.0.1:<serve_port>/metrics.",
+    )
+    health_drift_share: float = Field(
+        0.10,
+        gt=0,
+        lt=1,
+        description="The daily health report flags an emotion whose share of the predictions "
+        "moved more than this week over week (0.10: ten percentage points) as possible drift.",
+    )
     work_pool: str = Field(
         "fer-process", min_length=1, description="Prefect work pool the worker polls."
     )
@@ -181,7 +199,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("retrain_cron")
+    @field_validator("retrain_cron", "health_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         return check_cron(value)
@@ -207,6 +225,13 @@ class Settings(BaseSettings):
     def s3_url(self) -> str:
         """The S3 endpoint that clients use."""
         return self.s3_endpoint_url or f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """The serving replicas' ``/metrics`` addresses the daily health report reads."""
+        if self.health_metrics_urls:
+            return [url.strip() for url in self.health_metrics_urls.split(",") if url.strip()]
+        return [f"http://127.0.0.1:{self.serve_port}/metrics"]
 
     @property
     def prefect_url(self) -> str:

@@ -23,14 +23,7 @@ from typing import Annotated
 import gradio as gr
 from fastapi import FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from model.errors import InputError, ServiceError
 from model.logs import LogFormat, log_formatter
@@ -44,6 +37,7 @@ from serving.app import (
     make_app,
 )
 from serving.images import ImageLimits, too_large
+from serving.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -78,49 +72,6 @@ def log_request_ids(log_format: LogFormat) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
         handler.setFormatter(log_formatter(log_format, request_id=True))
-
-
-class ServingMetrics:
-    """The app's Prometheus metrics, in a registry of their own.
-
-    Args:
-        watcher: read at each scrape for the served version and the store's last answer.
-    """
-
-    def __init__(self, watcher: ChampionWatcher) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "fer_requests", "Requests answered.", ["endpoint", "status"], registry=self.registry
-        )
-        self.errors = Counter(
-            "fer_errors", "Requests refused or failed, by reason.", ["endpoint", "reason"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "fer_request_seconds", "Time to answer.", ["endpoint"], registry=self.registry
-        )
-        self.faces = Histogram(
-            "fer_faces_per_request", "Faces found per predict request.",
-            buckets=(0, 1, 2, 3, 5, 10, 20), registry=self.registry,
-        )  # fmt: skip
-        self.model = Gauge(
-            "fer_model_info", "The served model version (value 1).", ["version"],
-            registry=self.registry,
-        )  # fmt: skip
-        Gauge(
-            "fer_store_last_answer_age_seconds",
-            "Seconds since the model store last answered the champion poll (-1: never).",
-            registry=self.registry,
-        ).set_function(lambda: time.time() - watcher.last_checked if watcher.last_checked else -1)
-        self._watcher = watcher
-
-    def render(self) -> bytes:
-        """The metrics in Prometheus's text format, with the version served now."""
-        self.model.clear()
-        served = self._watcher.served
-        if served is not None:
-            self.model.labels(served.predictor.version).set(1)
-        return generate_latest(self.registry)
 
 
 class Admission:
@@ -260,21 +211,22 @@ def _register_predict(
     ) -> JSONResponse:
         """Find the faces in a photo; each with its box, label and seven probabilities."""
         if not admission.enter():
-            metrics.errors.labels("predict", "overloaded").inc()
+            metrics.refused("predict", "overloaded")
             return _problem(429, "overloaded", "too many requests waiting; retry in a moment")
         try:
             with tempfile.TemporaryDirectory(prefix="fer-upload-") as folder:
                 path = _save_upload(image, Path(folder), limits)
+                started = time.perf_counter()
                 analysis, _ = analyze_upload(watcher, path, whole_image, limits)
         except InputError as error:
-            metrics.errors.labels("predict", error.reason).inc()
+            metrics.refused("predict", error.reason)
             return _problem(STATUS_OF.get(error.reason, 400), error.reason, str(error))
         except ServiceError as error:
-            metrics.errors.labels("predict", "no_model").inc()
+            metrics.refused("predict", "no_model")
             return _problem(503, "no_model", str(error))
         finally:
             admission.leave()
-        metrics.faces.observe(len(analysis.faces))
+        metrics.analysed(analysis, time.perf_counter() - started)
         request.state.model_version = analysis.model_version
         return JSONResponse(answer_json(watcher, analysis))
 
@@ -292,7 +244,7 @@ def _refuse_oversized_bodies(api: FastAPI, limits: ImageLimits, metrics: Serving
     ) -> Response:
         declared = request.headers.get("content-length", "")
         if request.url.path == "/api/v1/predict" and declared.isdigit() and int(declared) > most:
-            metrics.errors.labels("predict", "too_large").inc()
+            metrics.refused("predict", "too_large")
             error = too_large(int(declared), limits)
             return _problem(413, error.reason, str(error))
         return await call_next(request)
@@ -308,7 +260,7 @@ def _require_credentials(api: FastAPI, credentials: Credentials, metrics: Servin
         given = request.headers.get("authorization")
         if request.url.path in OPEN_PATHS or credentials.allow(given):
             return await call_next(request)
-        metrics.errors.labels(_endpoint(request.url.path), "unauthorized").inc()
+        metrics.refused(_endpoint(request.url.path), "unauthorized")
         refusal = _problem(
             401, "unauthorized",
             "credentials missing or wrong: send Authorization: Bearer <token>, or HTTP Basic "
@@ -395,6 +347,6 @@ def create_app(
     if credentials is not None:
         _require_credentials(api, credentials, metrics)
     _add_request_tracking(api, watcher, metrics)
-    page = blocks or make_app(watcher, limits)
+    page = blocks or make_app(watcher, limits, metrics)
     # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.
     return gr.mount_gradio_app(api, page, path="/", max_file_size=2 * limits.max_bytes)

@@ -29,6 +29,7 @@ from model.settings import Settings
 from serving.cache import ServedRecord, cached_model, prune_cache, remember_served
 from serving.faces import Analysis, analyze, annotate
 from serving.images import ImageLimits, load_image
+from serving.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -289,17 +290,28 @@ def answer_json(watcher: ChampionWatcher, analysis: Analysis) -> dict[str, Any]:
 
 
 def run_analysis(
-    watcher: ChampionWatcher, path: str | None, whole_image: bool, limits: ImageLimits
+    watcher: ChampionWatcher,
+    path: str | None,
+    whole_image: bool,
+    limits: ImageLimits,
+    metrics: ServingMetrics,
 ) -> tuple[Analysis, Image.Image]:
-    """:func:`analyze_upload` for the Gradio page: problems become a ``gr.Error`` message.
+    """:func:`analyze_upload` for the Gradio page, counted in ``metrics`` (endpoint ``page``).
 
     Raises:
         gr.Error: with the reason, for a missing or unusable image or when no model is served.
     """
+    started = time.perf_counter()
     try:
-        return analyze_upload(watcher, None if path is None else Path(path), whole_image, limits)
-    except (InputError, ServiceError) as error:
+        found = analyze_upload(watcher, None if path is None else Path(path), whole_image, limits)
+    except InputError as error:
+        metrics.refused("page", error.reason)
         raise gr.Error(str(error)) from error
+    except ServiceError as error:
+        metrics.refused("page", "no_model")
+        raise gr.Error(str(error)) from error
+    metrics.analysed(found[0], time.perf_counter() - started)
+    return found
 
 
 def bars_html(analysis: Analysis) -> str:
@@ -327,13 +339,14 @@ _PredictHandler = Callable[[str | None, bool], dict[str, Any]]
 
 
 def _analysis_handlers(
-    watcher: ChampionWatcher, limits: ImageLimits
+    watcher: ChampionWatcher, limits: ImageLimits, metrics: ServingMetrics
 ) -> tuple[_ShowHandler, _PredictHandler]:
     """The UI's and the API's event handlers, both reading the model current per request.
 
     Args:
         watcher: provides the model at request time.
         limits: upload limits.
+        metrics: where analyses and refusals are counted.
 
     Returns:
         ``show`` for the UI and ``predict`` for the JSON API.
@@ -341,14 +354,14 @@ def _analysis_handlers(
 
     # Closures keep the (path, whole_image) signature Gradio inspects for its API description.
     def show(path: str | None, whole_image: bool) -> tuple[Image.Image, str, str]:
-        analysis, image = run_analysis(watcher, path, whole_image, limits)
+        analysis, image = run_analysis(watcher, path, whole_image, limits, metrics)
         drawn = annotate(image, analysis)
         found = f"{len(analysis.faces)} face(s)" if analysis.faces else "No face found"
         lines = [f"**{found}** · model `{analysis.model_version}`", *analysis.notes]
         return drawn, bars_html(analysis), "\n\n".join(lines)
 
     def predict(path: str | None, whole_image: bool) -> dict[str, Any]:
-        return answer_json(watcher, run_analysis(watcher, path, whole_image, limits)[0])
+        return answer_json(watcher, run_analysis(watcher, path, whole_image, limits, metrics)[0])
 
     return show, predict
 
@@ -421,17 +434,25 @@ def _keep_status_current(app: gr.Blocks, watcher: ChampionWatcher, status: gr.Ma
     gr.Timer(5).tick(lambda: describe(watcher), outputs=status, api_name=False)
 
 
-def make_app(watcher: ChampionWatcher, limits: ImageLimits | None = None) -> gr.Blocks:
+def make_app(
+    watcher: ChampionWatcher,
+    limits: ImageLimits | None = None,
+    metrics: ServingMetrics | None = None,
+) -> gr.Blocks:
     """Build the Gradio UI and the ``/predict`` API around the watcher's current model.
 
     Args:
         watcher: provides the model at request time.
         limits: upload limits (default: :class:`ImageLimits`).
+        metrics: where the page's analyses are counted (default: metrics of its own, which
+            nothing shows).
 
     Returns:
         The (not yet launched) Blocks app, its queue configured.
     """
-    show, predict = _analysis_handlers(watcher, limits or ImageLimits())
+    show, predict = _analysis_handlers(
+        watcher, limits or ImageLimits(), metrics or ServingMetrics(watcher)
+    )
     # Components and events are created in a fixed order: Gradio numbers them by it.
     with gr.Blocks(title="Facial emotion recognition", analytics_enabled=False) as app:
         gr.Markdown(

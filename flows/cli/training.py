@@ -84,7 +84,7 @@ def deploy(
     pool: Pool = None,
     profile: DeployProfile = "cpu",
 ) -> None:
-    """Create or update the `retrain/nightly` deployment (work pool, cron schedule)."""
+    """Create or update the `retrain/nightly` and `health/daily` deployments (pool, cron)."""
     from flows.deploy import deploy_retrain
     from infra.services import require_prefect
 
@@ -105,6 +105,8 @@ def deploy(
         f"cron {deployed.cron!r} ({deployed.timezone}){' paused' if deployed.paused else ''}\n"
         f"run it now:  prefect deployment run '{deployed.name}'\n"
         f"a worker runs it:  fer worker   (or `fer up`, which starts one)\n"
+        f"health report: deployment health/daily, cron {deployed.health_cron!r} "
+        f"({deployed.timezone}); its table and chart are the run's artifacts in the UI\n"
         f"{deployed.alerts}"
     )
 
@@ -146,6 +148,7 @@ def _start_platform(settings: Settings) -> None:
     worker = worker_up(settings)
     typer.echo(
         f"deployment {deployed.name}: cron {deployed.cron!r} ({deployed.timezone}); "
+        f"health/daily: cron {deployed.health_cron!r}; "
         f"worker {worker.note} (log: {worker.log_path}); {deployed.alerts}"
     )
 

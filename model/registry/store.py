@@ -203,6 +203,41 @@ class ModelRegistry:
             raise self._failure(error, self.uri(key)) from error
         return json.loads(response["Body"].read()), response["ETag"]
 
+    def put_json(self, key: str, data: dict[str, Any]) -> str:
+        """Write a small JSON object (a report's record); it may replace an earlier one.
+
+        Returns:
+            Its ``s3://`` URI.
+
+        Raises:
+            StoreUnavailable: the store did not answer (transient).
+            RegistryError: any other store failure.
+        """
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=json.dumps(data, indent=1).encode(),
+                ContentType="application/json",
+            )  # fmt: skip
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure(error, self.uri(key)) from error
+        return self.uri(key)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted.
+
+        Raises:
+            StoreUnavailable: the store did not answer (transient).
+            RegistryError: any other store failure.
+        """
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure(error, self.uri(prefix)) from error
+        return sorted(keys)
+
     def publish_version(
         self, model_path: Path, manifest: dict[str, Any], extra_files: Sequence[Path] = ()
     ) -> str:
@@ -390,17 +425,8 @@ class ModelRegistry:
         Returns:
             Version ids.
         """
-        versions: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{MODELS_PREFIX}/"):
-                for item in page.get("Contents", []):
-                    parts = item["Key"].split("/")
-                    if len(parts) == 3 and parts[2] == MANIFEST_FILE:
-                        versions.append(parts[1])
-        except (ClientError, BotoCoreError) as error:
-            raise self._failure(error, self.uri(MODELS_PREFIX)) from error
-        return sorted(versions)
+        keys = (key.split("/") for key in self.list_keys(f"{MODELS_PREFIX}/"))
+        return sorted(parts[1] for parts in keys if len(parts) == 3 and parts[2] == MANIFEST_FILE)
 
     def champion(self) -> ChampionPointer | None:
         """The current champion, or None when nothing was promoted yet."""

@@ -172,6 +172,30 @@ def test_nightly_deployment_is_scheduled_typed_and_described(
     assert "train_config" not in deployment.parameters
 
 
+def test_the_daily_health_report_is_deployed_beside_it_and_runs_through_the_worker(
+    services: Settings, deployed: Deployed
+) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deploy import HEALTH_PATH
+    from model.monitoring.report import NO_METRICS
+
+    health = _api(services, lambda client: client.read_deployment(deployed.health_deployment_id))
+    assert health.name == "daily" and health.work_pool_name == services.work_pool
+    (schedule,) = health.schedules
+    assert schedule.active and schedule.schedule.cron == deployed.health_cron == "0 6 * * *"
+    for name in ("metrics_urls", "drift_share", "min_predictions"):
+        assert health.parameter_openapi_schema["properties"][name].get("description"), name
+
+    # From this checkout, through the worker: with no replica up, a clear report still.
+    nowhere = f"http://127.0.0.1:{free_port()}/metrics"
+    with temporary_settings({PREFECT_API_URL: services.prefect_url}):
+        run = run_deployment(HEALTH_PATH, parameters={"metrics_urls": [nowhere]}, timeout=180)
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert _artifacts(services, run.id)["fer-health"].description.startswith(NO_METRICS)
+
+
 def test_a_kubernetes_pool_is_created_from_its_template_only(services: Settings) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

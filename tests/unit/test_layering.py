@@ -31,6 +31,8 @@ MODEL_ALLOWED = {
     "training": {"data", "inference", "training"},
     "evaluation": {"data", "inference", "training", "evaluation"},
     "registry": {"data", "inference", "training", "evaluation", "registry"},
+    # Reads the served model's metrics and keeps its reports in the store.
+    "monitoring": {"registry", "monitoring"},
 }
 
 

@@ -1,0 +1,1 @@
+"""Watching the served model: its metrics read back, the daily health report, drift."""

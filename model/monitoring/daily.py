@@ -1,0 +1,76 @@
+"""The daily health check: read the replicas and the store, build the report, keep its records."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from model.monitoring.chart import draw_report
+from model.monitoring.history import champion_of, load_snapshots, save_chart, save_snapshot
+from model.monitoring.readings import read_metrics
+from model.monitoring.report import WEEK, HealthReport, build_report
+from model.registry.store import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A finished check: the report, and where its chart is.
+
+    Attributes:
+        report: the report.
+        chart: the PNG on this machine.
+        chart_url: a link that shows the stored PNG (presigned, valid seven days).
+    """
+
+    report: HealthReport
+    chart: Path
+    chart_url: str
+
+
+def check_serving_health(
+    registry: ModelRegistry,
+    metrics_urls: list[str],
+    threshold: float,
+    min_predictions: int,
+    out_dir: Path,
+    now: datetime | None = None,
+) -> HealthCheck:
+    """Read every replica's ``/metrics`` and the champion, and report since the last check.
+
+    The snapshot is stored only when a replica answered, so a day without answers leaves the
+    next report's window starting at the last real reading.
+
+    Args:
+        registry: the model store (champion, earlier snapshots; the new snapshot and chart).
+        metrics_urls: the replicas' ``/metrics`` addresses.
+        threshold: an emotion whose share moves more than this week over week is flagged.
+        min_predictions: the fewest predictions per week worth comparing.
+        out_dir: where the chart is drawn.
+        now: the report's time (default: now, UTC).
+
+    Returns:
+        The report and its chart.
+
+    Raises:
+        StoreUnavailable: the store did not answer (transient).
+        RegistryError: any other store failure.
+    """
+    now = now or datetime.now(UTC)
+    answers = [read_metrics(url) for url in metrics_urls]
+    # A day more than two weeks: the oldest snapshot in "the week before" may be a few
+    # minutes older than exactly fourteen days.
+    history = load_snapshots(registry, since=now - 2 * WEEK - timedelta(days=1))
+    report, snapshot = build_report(
+        now, answers, history, champion_of(registry), threshold, min_predictions
+    )
+    if snapshot is not None:
+        logger.info("health snapshot kept at %s", save_snapshot(registry, snapshot))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chart = draw_report(report, out_dir / f"health-{now:%Y%m%dT%H%M%SZ}.png")
+    key = save_chart(registry, chart, now)
+    logger.info("health report: %s", report.headline)
+    return HealthCheck(report, chart, registry.presigned_url(key))
