@@ -41,8 +41,9 @@ def check_serving_health(
 ) -> HealthCheck:
     """Read every replica's ``/metrics`` and the champion, and report since the last check.
 
-    The snapshot is stored only when a replica answered, so a day without answers leaves the
-    next report's window starting at the last real reading.
+    The snapshot is stored last, and only when a replica answered: a retried check counts
+    the same window again, and a day without answers leaves the next report's window starting
+    at the last real reading.
 
     Args:
         registry: the model store (champion, earlier snapshots; the new snapshot and chart).
@@ -67,10 +68,11 @@ def check_serving_health(
     report, snapshot = build_report(
         now, answers, history, champion_of(registry), threshold, min_predictions
     )
-    if snapshot is not None:
-        logger.info("health snapshot kept at %s", save_snapshot(registry, snapshot))
     out_dir.mkdir(parents=True, exist_ok=True)
     chart = draw_report(report, out_dir / f"health-{now:%Y%m%dT%H%M%SZ}.png")
     key = save_chart(registry, chart, now)
+    # Last: a retry after a failure above must not find this report's reading already kept.
+    if snapshot is not None:
+        logger.info("health snapshot kept at %s", save_snapshot(registry, snapshot))
     logger.info("health report: %s", report.headline)
     return HealthCheck(report, chart, registry.presigned_url(key))
