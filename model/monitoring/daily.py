@@ -9,7 +9,7 @@ from pathlib import Path
 
 from model.monitoring.chart import draw_report
 from model.monitoring.history import champion_of, load_snapshots, save_chart, save_snapshot
-from model.monitoring.readings import read_metrics
+from model.monitoring.readings import read_metrics, replica_urls
 from model.monitoring.report import WEEK, HealthReport, build_report
 from model.registry.store import ModelRegistry
 
@@ -47,7 +47,8 @@ def check_serving_health(
 
     Args:
         registry: the model store (champion, earlier snapshots; the new snapshot and chart).
-        metrics_urls: the replicas' ``/metrics`` addresses.
+        metrics_urls: the replicas' ``/metrics`` addresses (a name that resolves to several
+            addresses, such as a headless Service, is read at each).
         threshold: an emotion whose share moves more than this week over week is flagged.
         min_predictions: the fewest predictions per week worth comparing.
         out_dir: where the chart is drawn.
@@ -61,7 +62,7 @@ def check_serving_health(
         RegistryError: any other store failure.
     """
     now = now or datetime.now(UTC)
-    answers = [read_metrics(url) for url in metrics_urls]
+    answers = [read_metrics(replica) for url in metrics_urls for replica in replica_urls(url)]
     # A day more than two weeks: the oldest snapshot in "the week before" may be a few
     # minutes older than exactly fourteen days.
     history = load_snapshots(registry, since=now - 2 * WEEK - timedelta(days=1))

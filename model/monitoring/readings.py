@@ -8,9 +8,12 @@ count going down, tells).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -102,6 +105,42 @@ def parse_metrics(url: str, text: str) -> Reading:
     if started is None:
         raise ValueError(f"no {STARTED} sample: it is not the FER serving app's /metrics")
     return Reading(url, started, tuple(versions), counts)
+
+
+def replica_urls(url: str) -> list[str]:
+    """The address of each replica behind ``url``, one per IPv4 address its host resolves to.
+
+    A Kubernetes headless Service resolves to every ready pod, so one address names them
+    all; a load-balanced address would give a different replica at each reading. A host that
+    resolves to one address (or does not resolve: reading it says why) stays as given.
+
+    Args:
+        url: a ``/metrics`` address.
+
+    Returns:
+        The addresses to read.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if host is None or _is_ip_literal(host):
+        return [url]
+    try:
+        found = socket.getaddrinfo(host, parts.port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return [url]
+    addresses = sorted({str(info[4][0]) for info in found})
+    if len(addresses) <= 1:
+        return [url]
+    port = f":{parts.port}" if parts.port else ""
+    return [urlunsplit(parts._replace(netloc=f"{address}{port}")) for address in addresses]
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def read_metrics(url: str, timeout: float = 10.0) -> Reading | Unreachable:

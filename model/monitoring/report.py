@@ -354,7 +354,7 @@ def build_report(
     Returns:
         The report, and the snapshot (None when no replica answered: nothing to keep).
     """
-    readings = [item for item in answers if isinstance(item, Reading)]
+    readings = _distinct([item for item in answers if isinstance(item, Reading)])
     unreachable = tuple(item for item in answers if isinstance(item, Unreachable))
     versions = tuple(sorted({version for reading in readings for version in reading.versions}))
     if not readings:
@@ -380,6 +380,17 @@ def build_report(
     )
     snapshot = Snapshot(now, {reading.url: reading for reading in readings}, traffic.predictions)
     return report, snapshot
+
+
+def _distinct(readings: list[Reading]) -> list[Reading]:
+    """One reading per process: an address listed twice, or two names of one replica."""
+    seen: set[float] = set()
+    kept = []
+    for reading in readings:
+        if reading.started not in seen:
+            seen.add(reading.started)
+            kept.append(reading)
+    return kept
 
 
 def _utc(timestamp: float) -> datetime:

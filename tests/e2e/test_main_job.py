@@ -62,8 +62,9 @@ def test_fer_up_trains_promotes_and_serves(tmp_path: Path, fer_subset: Path) -> 
         _wait_http(app_url, process, log, timeout=600)
         output = log.read_text()
         assert "promoted model version" in output
-        # One command leaves the nightly schedule live: the deployment and a worker exist.
-        assert "deployment retrain/nightly: cron '0 2 * * *' (UTC); worker started" in output
+        # One command leaves the schedules live: the deployments and a worker exist.
+        assert "deployment retrain/nightly: cron '0 2 * * *' (UTC); health/daily: cron " in output
+        assert "; worker started" in output
         assert "completed: http://127.0.0.1:" in output
         # The terminal followed the run through the server: its training progress, last seen.
         assert "training: done after 1 epochs, best val_accuracy 0." in output

@@ -156,3 +156,38 @@ def test_the_chart_is_drawn_from_a_report_with_traffic(tmp_path: Path) -> None:
 def test_a_page_that_is_not_the_apps_metrics_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="not the FER serving app"):
         parse_metrics(URL, "# TYPE up gauge\nup 1\n")
+
+
+def test_a_name_with_several_addresses_is_read_at_each_replica(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from model.monitoring.readings import replica_urls
+
+    # What a headless Service's DNS answers: one A record per ready pod.
+    pods = {"fer-serve-pods": ["10.0.0.7", "10.0.0.5", "10.0.0.7"]}
+
+    def resolve(host: str, port: object, *args: object) -> list[tuple[object, ...]]:
+        if host not in pods:
+            raise socket.gaierror(f"unknown host {host}")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in pods[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    assert replica_urls("http://fer-serve-pods:7860/metrics") == [
+        "http://10.0.0.5:7860/metrics",
+        "http://10.0.0.7:7860/metrics",
+    ]
+    pods["fer-serve"] = ["10.1.0.1"]  # one address: kept as written
+    assert replica_urls("http://fer-serve:7860/metrics") == ["http://fer-serve:7860/metrics"]
+    assert replica_urls("http://127.0.0.1:7860/metrics") == ["http://127.0.0.1:7860/metrics"]
+    # A name that does not resolve stays, so that reading it reports the reason.
+    assert replica_urls("http://nowhere:7860/metrics") == ["http://nowhere:7860/metrics"]
+
+
+def test_one_replica_reached_by_two_addresses_is_counted_once() -> None:
+    text = _served_metrics().render().decode()
+    twice = [parse_metrics(URL, text), parse_metrics("http://127.0.0.1:7860/metrics", text)]
+    report, snapshot = build_report(NOW, twice, [], None, 0.1, 100)
+    assert report.traffic is not None and report.traffic.analyses == 3
+    assert snapshot is not None and list(snapshot.readings) == [URL]

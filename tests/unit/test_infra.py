@@ -190,6 +190,14 @@ def test_serving_scales_behind_a_service_with_probes() -> None:
         <= serve["spec"]["template"]["metadata"]["labels"].items()
     )
     assert service["spec"]["sessionAffinity"] == "ClientIP"  # a Gradio call is several requests
+    # The daily health report reads every pod through a headless Service's name.
+    pods = docs[("Service", "fer-serve-pods")]
+    assert pods["spec"]["clusterIP"] == "None"
+    assert pods["spec"]["selector"] == service["spec"]["selector"]
+    health_urls = docs[("ConfigMap", "fer-config")]["data"]["FER_HEALTH_METRICS_URLS"]
+    assert health_urls.startswith("http://fer-serve-pods.fer.svc.cluster.local:7860/")
+    (port,) = [p for p in container["ports"] if p["name"] == "http"]
+    assert port["containerPort"] == 7860
     hpa = docs[("HorizontalPodAutoscaler", "fer-serve")]
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
