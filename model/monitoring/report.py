@@ -7,7 +7,7 @@ publishes them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,6 +146,7 @@ class HealthReport:
         traffic: what they served in the window (None when none answered).
         drift: the week-over-week comparison of predicted emotions.
         champion: the store's champion (None before the first promotion).
+        served_versions: the model versions the replicas served when read.
     """
 
     time: datetime
@@ -155,7 +156,7 @@ class HealthReport:
     traffic: Traffic | None
     drift: DriftCheck
     champion: Champion | None
-    served_versions: tuple[str, ...] = field(default=())
+    served_versions: tuple[str, ...] = ()
 
     @property
     def headline(self) -> str:
