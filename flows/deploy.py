@@ -38,6 +38,14 @@ DEPLOYMENT_PATH = f"retrain/{DEPLOYMENT}"
 HEALTH_ENTRYPOINT = "flows/health.py:daily"
 HEALTH_DEPLOYMENT = "daily"
 HEALTH_PATH = f"health/{HEALTH_DEPLOYMENT}"
+#: How both deployments are made: from this checkout as it is (no image, nothing pushed).
+_FROM_CHECKOUT: dict[str, Any] = {
+    "tags": ["fer"],
+    "build": False,
+    "push": False,
+    "print_next_steps": False,
+    "ignore_warnings": True,
+}
 
 
 @dataclass(frozen=True)
@@ -184,16 +192,12 @@ def _deploy_nightly(
         paused=paused,
         description=f"Nightly retrain: acquire, validate, clean, train ({profile} recipe), "
         "evaluate, gate, publish and promote the facial-emotion model.",
-        tags=["fer"],
         # A second run waits on the server for the first to end, before a worker starts any
         # process or pod for it (the flow's own slot then never keeps one idle).
         concurrency_limit=ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
         ),
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
+        **_FROM_CHECKOUT,
     )
 
 
@@ -216,11 +220,7 @@ def _deploy_health(pool: str, schedule: Schedule, paused: bool) -> UUID:
         paused=paused,
         description="Daily health report of the served model: predictions per emotion, "
         "confidence, faces per photo, refusals, latency, the champion's age, and drift.",
-        tags=["fer"],
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
+        **_FROM_CHECKOUT,
     )
 
 
