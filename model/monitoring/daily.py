@@ -63,8 +63,8 @@ def check_serving_health(
     """
     now = now or datetime.now(UTC)
     answers = [read_metrics(replica) for url in metrics_urls for replica in replica_urls(url)]
-    # A day more than two weeks: the oldest snapshot in "the week before" may be a few
-    # minutes older than exactly fourteen days.
+    # The two weeks compared, and a day more: a replica's last reading may be older than the
+    # last report (a day when it did not answer).
     history = load_snapshots(registry, since=now - 2 * WEEK - timedelta(days=1))
     report, snapshot = build_report(
         now, answers, history, champion_of(registry), threshold, min_predictions
