@@ -24,6 +24,7 @@ from skimage import data
 from model.inference.predictor import Predictor
 from serving.app import ChampionWatcher, run_analysis
 from serving.images import ImageLimits
+from serving.metrics import ServingMetrics
 
 _WATCHER: ChampionWatcher | None = None
 
@@ -37,7 +38,7 @@ def _load(model: Path) -> None:
 
 def _analyse(photo: str) -> int:
     assert _WATCHER is not None
-    analysis, _ = run_analysis(_WATCHER, photo, False, ImageLimits())
+    analysis, _ = run_analysis(_WATCHER, photo, False, ImageLimits(), ServingMetrics(_WATCHER))
     return len(analysis.faces)
 
 

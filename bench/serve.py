@@ -47,6 +47,7 @@ from model.inference.predictor import Predictor
 from serving.api import create_app
 from serving.app import ChampionWatcher, run_analysis
 from serving.images import ImageLimits
+from serving.metrics import ServingMetrics
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -176,15 +177,16 @@ def main() -> None:
     watcher = ChampionWatcher(None, Path(tempfile.mkdtemp()), poll_seconds=3600)
     watcher.serve_local(Predictor.from_file(args.model, version=args.model.parent.name))
     limits = ImageLimits()
+    metrics = ServingMetrics(watcher)  # counted as the app counts
     photo = Path(tempfile.mkdtemp()) / "astronaut.jpg"
     Image.fromarray(data.astronaut()).save(photo, quality=90)
 
     for _ in range(10):
-        run_analysis(watcher, str(photo), False, limits)
+        run_analysis(watcher, str(photo), False, limits, metrics)
     server = []
     for _ in range(args.calls):
         started = time.perf_counter()
-        analysis, _ = run_analysis(watcher, str(photo), False, limits)
+        analysis, _ = run_analysis(watcher, str(photo), False, limits, metrics)
         server.append((time.perf_counter() - started) * 1000)
         assert len(analysis.faces) == 1
 
