@@ -23,7 +23,8 @@ def make_s3_client(settings: Settings, timeout: float | None = None) -> S3Client
         settings: platform settings.
         timeout: for a caller that asks again soon anyway (serving's poll): seconds each
             connect and each read may take, and no retry, so a hung store is noticed within
-            that. None: the patient defaults of uploads (5 s, 60 s, five retries).
+            that. None: the patient defaults of uploads (5 s, 60 s, ``settings.s3_attempts``
+            attempts).
 
     Returns:
         The client.
@@ -40,7 +41,10 @@ def make_s3_client(settings: Settings, timeout: float | None = None) -> S3Client
         config=Config(
             s3={"addressing_style": "path"},
             # total_max_attempts counts the first request too (max_attempts counts retries).
-            retries={"total_max_attempts": 6 if timeout is None else 1, "mode": "standard"},
+            retries={
+                "total_max_attempts": settings.s3_attempts if timeout is None else 1,
+                "mode": "standard",
+            },
             connect_timeout=5 if timeout is None else timeout,
             read_timeout=60 if timeout is None else timeout,
         ),

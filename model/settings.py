@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr = Field(
         SecretStr("fer-dev-secret"), description="S3 secret access key."
     )
+    s3_attempts: int = Field(
+        6,
+        ge=1,
+        le=20,
+        description="Attempts per store call on a transient error (connection refused, timeout, "
+        "5xx), with boto3's jittered exponential backoff between them: six wait up to about "
+        "half a minute in all (15 s on average) for the store to come back; fewer fail faster.",
+    )
     prefect_api_url: str | None = Field(
         None,
         description="Prefect API URL; unset means the local server on <prefect_port>.",

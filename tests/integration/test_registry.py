@@ -174,7 +174,7 @@ def test_unreachable_store_gives_a_clear_error_that_tasks_retry(tmp_path: Path) 
     from infra.services import free_port
     from tasks.common import retry_unless_platform_error
 
-    settings = Settings(home=tmp_path, s3_port=free_port())
+    settings = Settings(home=tmp_path, s3_port=free_port(), s3_attempts=2)
     registry = ModelRegistry.from_settings(settings)
     with pytest.raises(StoreUnavailable, match="fer services up") as outage:
         registry.champion()

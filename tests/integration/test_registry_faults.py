@@ -25,7 +25,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Settings]:
-    settings = Settings(home=tmp_path / "home", s3_port=free_port(), s3_bucket="fer-faults")
+    # Two attempts per call: the outage is certain here, waiting for it to pass is not tested.
+    settings = Settings(
+        home=tmp_path / "home", s3_port=free_port(), s3_bucket="fer-faults", s3_attempts=2
+    )
     start_seaweedfs(settings, timeout=120)
     ensure_store_bucket(settings, timeout=60)
     try:

@@ -366,9 +366,10 @@ def test_serving_goes_on_while_the_store_is_unreachable(
     watcher, _ = served
     version = watcher.predictor.version
     reachable = watcher.registry
-    # The store's address now leads nowhere, as when the store is down.
+    # The store's address now leads nowhere, as when the store is down; one attempt per
+    # poll, as the app's own client makes.
     watcher.registry = ModelRegistry.from_settings(
-        Settings(**{**services.model_dump(), "s3_port": free_port()})
+        Settings(**{**services.model_dump(), "s3_port": free_port()}), timeout=1.0
     )
     try:
         deadline = time.monotonic() + 60
