@@ -172,6 +172,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--rest-only", action="store_true", help="only the handler and the REST API rows"
+    )
     args = parser.parse_args()
 
     watcher = ChampionWatcher(None, Path(tempfile.mkdtemp()), poll_seconds=3600)
@@ -201,19 +204,19 @@ def main() -> None:
     # Clients run in their own processes, as real ones do: in this process they would
     # compete with the server for the GIL.
     try:
+        kinds = {"REST API": _ask_rest}
+        if not args.rest_only:
+            kinds = {"gradio_client": _ask_default, "gradio_client, reused TLS": _ask, **kinds}
         single = {}
-        kinds = (("gradio_client", _ask_default), ("gradio_client, reused TLS", _ask))
-        for kind, ask in (*kinds, ("REST API", _ask_rest)):
+        for kind, ask in kinds.items():
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 answers = pool.apply(ask, (url, str(photo), 0.0, min(args.calls, 100)))[0]
             single[kind] = [ms for _, ms in answers]
+        if not args.rest_only:
+            kinds = {**kinds, "plain HTTP": _ask_http}
         parallel = {
-            "gradio_client": _parallel(_ask_default, url, str(photo), args.clients, args.seconds),
-            "gradio_client, reused TLS": _parallel(
-                _ask, url, str(photo), args.clients, args.seconds
-            ),
-            "plain HTTP": _parallel(_ask_http, url, str(photo), args.clients, args.seconds),
-            "REST API": _parallel(_ask_rest, url, str(photo), args.clients, args.seconds),
+            kind: _parallel(ask, url, str(photo), args.clients, args.seconds)
+            for kind, ask in kinds.items()
         }
     finally:
         http.should_exit = True

@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +23,8 @@ import gradio as gr
 from fastapi import FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.errors import InputError, ServiceError
 from model.logs import LogFormat, log_formatter
@@ -231,77 +232,104 @@ def _register_predict(
         return JSONResponse(answer_json(watcher, analysis))
 
 
-def _refuse_oversized_bodies(api: FastAPI, limits: ImageLimits, metrics: ServingMetrics) -> None:
+class RefuseOversizedBodies:
     """Refuse a predict request whose declared body is far above the limit, before it is read.
 
-    The form parser would otherwise spool the whole upload to disk first.
+    The form parser would otherwise spool the whole upload to disk first. Plain ASGI, as the
+    other two middlewares here: the messages pass through as they are, the page's event
+    streams included, where Starlette's ``BaseHTTPMiddleware`` would relay each response
+    through a memory stream and a task of its own.
     """
-    most = 2 * limits.max_bytes + (1 << 16)  # the page's cap, plus room for the form's parts
 
-    @api.middleware("http")
-    async def refuse(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length", "")
-        if request.url.path == "/api/v1/predict" and declared.isdigit() and int(declared) > most:
-            metrics.refused("predict", "too_large")
-            error = too_large(int(declared), limits)
-            return _problem(413, error.reason, str(error))
-        return await call_next(request)
+    def __init__(self, app: ASGIApp, limits: ImageLimits, metrics: ServingMetrics) -> None:
+        self.app, self.limits, self.metrics = app, limits, metrics
+        self.most = 2 * limits.max_bytes + (1 << 16)  # the page's cap, plus the form's parts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] == "http" and scope["path"] == "/api/v1/predict":
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > self.most:
+                self.metrics.refused("predict", "too_large")
+                error = too_large(int(declared), self.limits)
+                await _problem(413, error.reason, str(error))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
-def _require_credentials(api: FastAPI, credentials: Credentials, metrics: ServingMetrics) -> None:
+class RequireCredentials:
     """Refuse requests without valid credentials (401), except the probes and metrics."""
 
-    @api.middleware("http")
-    async def check(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("authorization")
-        if request.url.path in OPEN_PATHS or credentials.allow(given):
-            return await call_next(request)
-        metrics.refused(_endpoint(request.url.path), "unauthorized")
+    def __init__(self, app: ASGIApp, credentials: Credentials, metrics: ServingMetrics) -> None:
+        self.app, self.credentials, self.metrics = app, credentials, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.credentials.allow(Headers(scope=scope).get("authorization")):
+            await self.app(scope, receive, send)
+            return
+        self.metrics.refused(_endpoint(scope["path"]), "unauthorized")
         refusal = _problem(
             401, "unauthorized",
             "credentials missing or wrong: send Authorization: Bearer <token>, or HTTP Basic "
             "user:password, as set in FER_SERVE_AUTH",
         )  # fmt: skip
         refusal.headers["WWW-Authenticate"] = CHALLENGE
-        return refusal
+        await refusal(scope, receive, send)
 
 
-def _add_request_tracking(api: FastAPI, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
-    @api.middleware("http")
-    async def track(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+class TrackRequests:
+    """Name, count and time each request.
+
+    The caller's ``X-Request-ID`` (or a new one) is echoed and written in every log line of the
+    request; ``X-Model-Version`` names the model that answered, or the one served now.
+    """
+
+    def __init__(self, app: ASGIApp, watcher: ChampionWatcher, metrics: ServingMetrics) -> None:
+        self.app, self.watcher, self.metrics = app, watcher, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500  # what the server answers when the app fails before its own answer
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if version := self._version(scope):
+                    headers["X-Model-Version"] = version
+            await send(message)
+
         try:
-            started = time.perf_counter()
-            response = await call_next(request)
-            _record(request, response, time.perf_counter() - started, metrics)
-            response.headers["X-Request-ID"] = request_id
-            version = getattr(request.state, "model_version", None) or (
-                watcher.served.predictor.version if watcher.served else None
-            )
-            if version:
-                response.headers["X-Model-Version"] = version
-            return response
+            await self.app(scope, receive, answer)
         finally:
+            _record(scope, status, time.perf_counter() - started, self.metrics)
             REQUEST_ID.reset(token)
 
+    def _version(self, scope: Scope) -> str | None:
+        """The version that answered (set by predict), else the one served now."""
+        answered = scope.get("state", {}).get("model_version")
+        served = self.watcher.served
+        return answered or (served.predictor.version if served else None)
 
-def _record(request: Request, response: Response, elapsed: float, metrics: ServingMetrics) -> None:
+
+def _record(scope: Scope, status: int, elapsed: float, metrics: ServingMetrics) -> None:
     """Count and time the request; log one line for the API's own endpoints."""
-    endpoint = _endpoint(request.url.path)
-    metrics.requests.labels(endpoint, str(response.status_code)).inc()
+    endpoint = _endpoint(scope["path"])
+    metrics.requests.labels(endpoint, str(status)).inc()
     metrics.latency.labels(endpoint).observe(elapsed)
     if endpoint != "page":
         logger.info(
-            "%s %s -> %d in %.1f ms", request.method, request.url.path, response.status_code,
-            1000 * elapsed,
-        )  # fmt: skip
+            "%s %s -> %d in %.1f ms", scope["method"], scope["path"], status, 1000 * elapsed
+        )
 
 
 def _endpoint(path: str) -> str:
@@ -343,10 +371,10 @@ def create_app(
     _register_probes(api, watcher, metrics, draining or threading.Event(), max_stale_seconds)
     _register_predict(api, watcher, limits, metrics)
     # Middleware added later runs first: request IDs, then credentials, then the size check.
-    _refuse_oversized_bodies(api, limits, metrics)
+    api.add_middleware(RefuseOversizedBodies, limits=limits, metrics=metrics)
     if credentials is not None:
-        _require_credentials(api, credentials, metrics)
-    _add_request_tracking(api, watcher, metrics)
+        api.add_middleware(RequireCredentials, credentials=credentials, metrics=metrics)
+    api.add_middleware(TrackRequests, watcher=watcher, metrics=metrics)
     page = blocks or make_app(watcher, limits, metrics)
     # Gradio's own cap keeps huge uploads off the disk; the app explains smaller ones.
     return gr.mount_gradio_app(api, page, path="/", max_file_size=2 * limits.max_bytes)

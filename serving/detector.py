@@ -148,7 +148,10 @@ class BlazeFace:
         Returns:
             The boxes and their scores.
         """
-        self._interpreter.set_tensor(self._input, (rgb.astype(np.float32) / 127.5 - 1.0)[None])
+        pixels = rgb.astype(np.float32)[None]  # to [-1, 1], in place: no temporary copies
+        pixels *= 1 / 127.5
+        pixels -= 1.0
+        self._interpreter.set_tensor(self._input, pixels)
         self._interpreter.invoke()
         logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
         keep = logits >= np.log(min_score / (1 - min_score))  # the sigmoid's inverse
