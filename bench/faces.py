@@ -49,9 +49,9 @@ def haar(side: int) -> Detector:
     return run
 
 
-def blazeface(config: blaze.SearchConfig) -> Detector:
+def blazeface(config: blaze.SearchConfig, framing: blaze.Framing = blaze.FER_FRAMING) -> Detector:
     """BlazeFace on two copies of the photo, boxes framed like FER2013."""
-    return lambda rgb: [box for box, _ in blaze.detect(rgb, config)]
+    return lambda rgb: [box for box, _ in blaze.detect(rgb, config, framing)]
 
 
 @dataclass
@@ -170,6 +170,9 @@ def main() -> None:
             ),
             "BlazeFace short-range, 640 px, score >= 0.65": blazeface(
                 blaze.SearchConfig(min_score=0.65)
+            ),
+            "BlazeFace short-range, 640 px, score >= 0.7, median framing (before)": blazeface(
+                blaze.SearchConfig(min_score=0.7), blaze.MEDIAN_FRAMING
             ),
             "BlazeFace short-range, 640 px, score >= 0.7 (served)": blazeface(
                 blaze.SearchConfig(min_score=0.7)

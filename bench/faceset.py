@@ -42,9 +42,9 @@ class Sample:
     faces: tuple[Face, ...]
 
 
-def fer_faces(root: Path, count: int, seed: int) -> list[tuple[Path, str]]:
-    """``count`` FER2013 public-test faces, the same for the same seed, classes mixed."""
-    files = sorted((path, label) for label in CLASSES for path in (root / "test" / label).glob("*"))
+def fer_faces(root: Path, count: int, seed: int, split: str = "test") -> list[tuple[Path, str]]:
+    """``count`` FER2013 faces of ``split``, the same for the same seed, classes mixed."""
+    files = sorted((path, label) for label in CLASSES for path in (root / split / label).glob("*"))
     order = np.random.default_rng(seed).permutation(len(files))[:count]
     return [files[index] for index in order]
 
@@ -134,20 +134,27 @@ def make_image(
 
 
 def generate(
-    root: Path, folder: Path, images: int, seed: int = 0, size: tuple[int, int] = (640, 480)
+    root: Path,
+    folder: Path,
+    images: int,
+    seed: int = 0,
+    size: tuple[int, int] = (640, 480),
+    split: str = "test",
 ) -> list[Sample]:
     """``images`` benchmark images with 2-6 faces each, written to ``folder``.
 
     Args:
-        root: the FER2013 folder (its ``test`` split is used).
+        root: the FER2013 folder.
         folder: where the PNG and JSON files go (made if missing).
         images: how many images.
         seed: the same seed gives the same set.
         size: width and height of each image.
+        split: whose faces are pasted: ``test`` for the benchmark, ``train`` for fitting
+            (bench/framing.py), so that what is fitted never sees the faces it is scored on.
     """
     rng = np.random.default_rng(seed)
     counts = rng.integers(2, 7, images)
-    pool = iter(fer_faces(root, int(counts.sum()), seed))
+    pool = iter(fer_faces(root, int(counts.sum()), seed, split))
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
     for number, count in enumerate(counts):

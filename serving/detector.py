@@ -7,7 +7,9 @@ to its last reshape, so it runs on a whole copy of the photo at once rather than
 128x128 training frame: each 8- and 16-pixel cell of the copy has its anchors, and a face of
 about 20 to 130 pixels in the copy is found. Two copies are searched, one with a long side of
 ``detect_side`` pixels and one half that, for the large faces; boxes from both go through one
-non-maximum suppression, and are then widened to frame each face as FER2013's crops do.
+non-maximum suppression. Each box then becomes the square crop FER2013's own file of that face
+would be, placed from where its six keypoints (eyes, nose, mouth, ears) sit in the box
+(:class:`Framing`, fitted by bench/framing.py).
 """
 
 from __future__ import annotations
@@ -60,30 +62,109 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class Framing:
-    """How a detector box becomes a FER2013-like crop: made square, scaled, shifted.
+class Detections:
+    """What the detector found, before framing.
 
     Attributes:
-        scale: side of the crop over the side of the detected box.
-        shift_y: vertical shift of the centre, as a fraction of the detected box's side
-            (negative: up, toward the forehead).
+        boxes: N x 4 (x, y, width, height), in the photo's pixels.
+        keypoints: N x 6 x 2 (x, y): right eye, left eye, nose tip, mouth, right and left
+            ear tragion (the subject's right and left), in the photo's pixels.
+        scores: N detection scores.
     """
 
-    scale: float = 1.0
-    shift_y: float = 0.0
+    boxes: np.ndarray
+    keypoints: np.ndarray
+    scores: np.ndarray
 
-    def apply(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes (N x 4: x, y, w, h) framed."""
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, indices: np.ndarray) -> Detections:
+        """The detections at ``indices``, in that order."""
+        return Detections(self.boxes[indices], self.keypoints[indices], self.scores[indices])
+
+
+#: Bounds of a crop's log side over its box's, and of its centre's shift over the box's side:
+#: about three standard deviations of FER2013's own framing around its median (bench/framing.py).
+LOG_SCALE_RANGE = (-0.3, 0.7)
+MAX_SHIFT = 0.25
+#: Features of a detection that :class:`Framing` weighs: the six keypoints relative to the
+#: box's centre over its side (12), the box's width over its height, and a constant.
+FEATURES = 14
+
+
+def framing_features(boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """N x :data:`FEATURES` features of detections (see :class:`Framing`)."""
+    side = np.maximum(boxes[:, 2], boxes[:, 3])
+    centre = boxes[:, :2] + boxes[:, 2:4] / 2
+    relative = (keypoints - centre[:, None, :]) / side[:, None, None]
+    aspect = boxes[:, 2] / np.maximum(boxes[:, 3], 1e-6)
+    return np.concatenate(
+        [relative.reshape(len(boxes), -1), aspect[:, None], np.ones((len(boxes), 1))], axis=1
+    )
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a detection becomes a FER2013-like crop: a square placed by a linear map.
+
+    The crop's log side over the box's side, and the shift of its centre from the box's
+    (over the box's side, x then y), are each the features' dot product with a column of
+    ``weights``: so where the eyes and mouth sit in the box moves and sizes the crop.
+
+    Attributes:
+        weights: :data:`FEATURES` rows of (log scale, shift x, shift y).
+    """
+
+    weights: tuple[tuple[float, float, float], ...]
+
+    @classmethod
+    def constant(cls, scale: float, shift_y: float) -> Framing:
+        """The same scale and vertical shift for every detection, whatever its keypoints."""
+        rows = [(0.0, 0.0, 0.0)] * (FEATURES - 1) + [(float(np.log(scale)), 0.0, shift_y)]
+        return cls(tuple(rows))
+
+    def apply(self, found: Detections) -> np.ndarray:
+        """The crops (N x 4: x, y, w, h) of the detections."""
+        boxes = found.boxes
         side = np.maximum(boxes[:, 2], boxes[:, 3])
-        centre_x = boxes[:, 0] + boxes[:, 2] / 2
-        centre_y = boxes[:, 1] + boxes[:, 3] / 2 + self.shift_y * side
-        new = side * self.scale
+        centre = boxes[:, :2] + boxes[:, 2:4] / 2
+        scale, shift_x, shift_y = (framing_features(boxes, found.keypoints) @ self.weights).T
+        # Keypoints unlike any fitted on (a profile, a part of a face) cannot make a wild crop.
+        scale, shift_x, shift_y = (
+            np.clip(scale, *LOG_SCALE_RANGE), np.clip(shift_x, -MAX_SHIFT, MAX_SHIFT),
+            np.clip(shift_y, -MAX_SHIFT, MAX_SHIFT),
+        )  # fmt: skip
+        new = side * np.exp(scale)
+        centre_x, centre_y = centre[:, 0] + shift_x * side, centre[:, 1] + shift_y * side
         return np.stack([centre_x - new / 2, centre_y - new / 2, new, new], axis=1)
 
 
-#: BlazeFace's boxes framed like FER2013's crops: the medians of the ratio and offset between
-#: matched boxes and the pasted faces' squares on the generated benchmark (bench/faces.py).
-FER_FRAMING = Framing(scale=1.21, shift_y=-0.07)
+#: One scale and shift for every box: the medians of the ratio and offset between matched
+#: boxes and the pasted faces' squares on the generated benchmark (served until 2026-12-02).
+MEDIAN_FRAMING = Framing.constant(scale=1.21, shift_y=-0.07)
+#: The crops FER2013's own files would have, from the keypoints: fitted by least squares
+#: (ridge 0.01) on the 1,521 FER2013 *train* faces the detector found among those that
+#: bench/faceset.py pasted into 500 images (seed 21); ``uv run --locked python
+#: bench/framing.py`` refits them and prints these rows (bench/RESULTS.md has the figures).
+FER_FRAMING = Framing(
+    weights=(
+        (3.5337, 0.2609, -0.2211),
+        (1.4167, 0.4809, 0.2104),
+        (-4.5348, -0.1892, 0.3248),
+        (0.3537, -0.3137, -0.3258),
+        (0.6584, 0.0446, 0.2954),
+        (-0.2516, -0.1017, 0.2370),
+        (-0.2674, 0.3024, -0.3332),
+        (-1.2875, 0.0974, 0.2838),
+        (-2.5499, 0.1654, 0.4438),
+        (-0.2495, -0.2616, 0.2646),
+        (1.9108, 0.5680, -0.0405),
+        (0.6163, 0.3307, 0.2541),
+        (0.2681, -0.0224, -0.0053),
+        (0.3645, -0.0329, -0.0107),
+    )
+)
 
 
 def model_path() -> Path:
@@ -138,15 +219,12 @@ class BlazeFace:
         self._scores, self._boxes = outputs[0]["index"], outputs[1]["index"]
         self.shape = shape
 
-    def run(self, rgb: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes (N x 4: x, y, w, h in ``rgb``'s pixels) scoring ``min_score`` or more.
+    def run(self, rgb: np.ndarray, min_score: float) -> Detections:
+        """The detections scoring ``min_score`` or more, in ``rgb``'s pixels.
 
         Args:
             rgb: H x W x 3 uint8 of this interpreter's shape.
             min_score: lowest score kept.
-
-        Returns:
-            The boxes and their scores.
         """
         pixels = rgb.astype(np.float32)[None]  # to [-1, 1], in place: no temporary copies
         pixels *= 1 / 127.5
@@ -155,10 +233,13 @@ class BlazeFace:
         self._interpreter.invoke()
         logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
         keep = logits >= np.log(min_score / (1 - min_score))  # the sigmoid's inverse
-        raw = self._interpreter.get_tensor(self._boxes)[0][keep, :4]
-        centres = raw[:, :2] + _anchors(*self.shape)[keep]
+        raw = self._interpreter.get_tensor(self._boxes)[0][keep]  # box, then 6 keypoints
+        anchors = _anchors(*self.shape)[keep]
+        centres = raw[:, :2] + anchors
         boxes = np.concatenate([centres - raw[:, 2:4] / 2, raw[:, 2:4]], axis=1)
-        return boxes, 1.0 / (1.0 + np.exp(-logits[keep].astype(np.float64)))
+        keypoints = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+        scores = 1.0 / (1.0 + np.exp(-logits[keep].astype(np.float64)))
+        return Detections(boxes, keypoints, scores)
 
 
 #: CPU threads of each interpreter: on 2 cores one request's detection takes about half as
@@ -228,6 +309,30 @@ def _inside(box: np.ndarray, other: np.ndarray) -> float:
     return max(0.0, width) * max(0.0, height) / max(1e-6, box[2] * box[3])
 
 
+def find(rgb: np.ndarray, config: SearchConfig = SearchConfig()) -> Detections:
+    """The detections in an image, after suppression, strongest first (before framing).
+
+    Args:
+        rgb: H x W x 3 uint8 pixels.
+        config: where and how hard to look.
+    """
+    found = []
+    for long_side in (config.detect_side, config.detect_side // 2):
+        copy, back_x, back_y = _copy(rgb, long_side)
+        with borrowed(copy.shape[:2]) as model:
+            seen = model.run(copy, config.min_score)
+        back = np.array([back_x, back_y], dtype=np.float32)
+        found.append(Detections(seen.boxes * np.tile(back, 2), seen.keypoints * back, seen.scores))
+    every = Detections(
+        np.concatenate([part.boxes for part in found]),
+        np.concatenate([part.keypoints for part in found]),
+        np.concatenate([part.scores for part in found]),
+    )
+    if not len(every):
+        return every
+    return every.take(_suppress(every.boxes, every.scores, config))
+
+
 def detect(
     rgb: np.ndarray, config: SearchConfig = SearchConfig(), framing: Framing = FER_FRAMING
 ) -> list[tuple[Box, float]]:
@@ -236,28 +341,20 @@ def detect(
     Args:
         rgb: H x W x 3 uint8 pixels (H x W grayscale is taken too).
         config: where and how hard to look.
-        framing: how detector boxes become crops.
+        framing: how detections become crops.
 
     Returns:
         ``((x, y, width, height), score)`` per face, boxes clipped to the image.
     """
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=2)
-    found, scores = [], []
-    for long_side in (config.detect_side, config.detect_side // 2):
-        copy, back_x, back_y = _copy(rgb, long_side)
-        with borrowed(copy.shape[:2]) as model:
-            boxes, score = model.run(copy, config.min_score)
-        found.append(boxes * np.array([back_x, back_y, back_x, back_y], dtype=np.float32))
-        scores.append(score)
-    boxes, score = np.concatenate(found), np.concatenate(scores)
-    if not len(boxes):
+    found = find(rgb, config)
+    if not len(found):
         return []
-    kept = _suppress(boxes, score, config)
     height, width = rgb.shape[:2]
     faces = [
         (_clip(box, width, height), float(value))
-        for box, value in zip(framing.apply(boxes[kept]), score[kept], strict=True)
+        for box, value in zip(framing.apply(found), found.scores, strict=True)
     ]
     return sorted(faces, key=lambda face: face[0][0])
 

@@ -73,6 +73,63 @@ def test_the_detector_finds_pasted_fer2013_faces_the_cascade_missed(
     assert false_positives <= 3, false_positives
 
 
+def test_the_fitted_framing_matches_more_pasted_faces_than_one_scale_for_all(
+    fer2013_root: Path, tmp_path: Path
+) -> None:
+    """The keypoints place the crops closer to the FER2013 squares (bench/framing.py)."""
+    samples = generate(fer2013_root, tmp_path, 40, seed=6)  # 130 faces
+    matched = {"median": 0, "fitted": 0}
+    false_positives = {"median": 0, "fitted": 0}
+    framings = {"median": detector.MEDIAN_FRAMING, "fitted": detector.FER_FRAMING}
+    for sample in samples:
+        found = detector.find(np.asarray(Image.open(sample.image).convert("RGB")))
+        truth = [face.box for face in sample.faces]
+        for name, framing in framings.items():
+            crops = [tuple(crop) for crop in framing.apply(found)] if len(found) else []
+            pairs = match(truth, crops)
+            matched[name] += len(pairs)
+            false_positives[name] += len(crops) - len(pairs)
+    # The same detections: every face the fitted crops gain is a false positive fewer.
+    assert matched["fitted"] >= matched["median"] + 2, matched
+    assert false_positives["fitted"] <= false_positives["median"] - 2, false_positives
+
+
+def _detection(keypoints: list[tuple[float, float]]) -> detector.Detections:
+    """One 100x100 box at (100, 100) with these keypoints, relative to its top-left corner."""
+    points = np.array(keypoints, dtype=np.float32)[None] + 100
+    return detector.Detections(np.array([[100, 100, 100, 100]], np.float32), points, np.ones(1))
+
+
+#: Where a face's keypoints sit in a 100-pixel BlazeFace box: the medians on the benchmark's
+#: pasted faces (eyes, nose, mouth, ears).
+TYPICAL = [(27, 28), (70, 27), (48, 50), (49, 71), (5, 38), (94, 36)]
+
+
+def test_a_constant_framing_scales_and_shifts_every_box_alike() -> None:
+    (crop,) = detector.Framing.constant(scale=1.2, shift_y=-0.1).apply(_detection(TYPICAL))
+    # A square 1.2 times the box's side, its centre 10 pixels above the box's.
+    assert crop == pytest.approx([90, 80, 120, 120], abs=1e-3)
+
+
+def test_the_fitted_framing_moves_the_crop_with_the_keypoints() -> None:
+    (typical,) = detector.FER_FRAMING.apply(_detection(TYPICAL))
+    # About the one-for-all crop for a typical face: 1.1-1.35 times the box, centred near it.
+    assert 110 <= typical[2] <= 135 and typical[2] == typical[3]
+    centre = (typical[0] + typical[2] / 2, typical[1] + typical[3] / 2)
+    assert abs(centre[0] - 150) < 8 and abs(centre[1] - 150) < 15
+    # The same face with its features lower in the box: the crop moves down with them.
+    lower = [(x, y + 12) for x, y in TYPICAL]
+    (moved,) = detector.FER_FRAMING.apply(_detection(lower))
+    assert moved[1] + moved[3] / 2 > centre[1]
+    # Keypoints no face has cannot make a crop beyond the bounds fitted faces stay in.
+    (wild,) = detector.FER_FRAMING.apply(_detection([(500, -400)] * 6))
+    low, high = np.exp(detector.LOG_SCALE_RANGE) * 100
+    assert low - 1e-3 <= wild[2] <= high + 1e-3
+    shift = detector.MAX_SHIFT * 100
+    assert abs(wild[0] + wild[2] / 2 - 150) <= shift + 1e-3
+    assert abs(wild[1] + wild[3] / 2 - 150) <= shift + 1e-3
+
+
 def test_a_detector_model_file_that_is_not_the_expected_one_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
