@@ -134,3 +134,14 @@ def test_an_alert_block_is_named_with_its_type() -> None:
     assert Settings(alert_block=block).alert_block == block
     with pytest.raises(ValidationError, match="not <block-type-slug>/<name>"):
         Settings(alert_block="fer-alerts")
+
+
+def test_the_store_client_makes_the_attempts_the_settings_ask_for() -> None:
+    from model.s3 import make_s3_client
+
+    patient = make_s3_client(Settings(s3_attempts=3))
+    assert patient.meta.config.retries["total_max_attempts"] == 3
+    polling = make_s3_client(Settings(s3_attempts=3), timeout=1.0)  # serving's poll: one try
+    assert polling.meta.config.retries["total_max_attempts"] == 1
+    with pytest.raises(ValidationError):
+        Settings(s3_attempts=0)
