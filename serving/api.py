@@ -297,6 +297,13 @@ class TrackRequests:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500  # what the server answers when the app fails before its own answer
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                _record(scope, status, time.perf_counter() - started, self.metrics)
 
         async def answer(message: Message) -> None:
             nonlocal status
@@ -306,12 +313,16 @@ class TrackRequests:
                 headers["X-Request-ID"] = request_id
                 if version := self._version(scope):
                     headers["X-Model-Version"] = version
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted and logged before the answer's last bytes leave: a caller that
+                # reads /metrics or the log right after its answer finds the request there.
+                record()
             await send(message)
 
         try:
             await self.app(scope, receive, answer)
         finally:
-            _record(scope, status, time.perf_counter() - started, self.metrics)
+            record()  # the app failed, or the caller left, before the answer was complete
             REQUEST_ID.reset(token)
 
     def _version(self, scope: Scope) -> str | None:
