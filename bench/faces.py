@@ -160,20 +160,18 @@ def main() -> None:
             "Haar alt2, 320 px copy (before)": haar(320),
             "Haar alt2, 640 px copy": haar(640),
             "BlazeFace short-range, 640 px, score >= 0.7 alone (served until 2026-12-02)": (
-                blazeface(blaze.SearchConfig(min_score=0.7))
+                blazeface(blaze.SearchConfig(min_score=0.7, small_min_score=0.7))
             ),
             "BlazeFace short-range, 640 px, score >= 0.5 alone": blazeface(
-                blaze.SearchConfig(min_score=0.5, sure_score=0.5)
+                blaze.SearchConfig(min_score=0.5, small_min_score=0.5, sure_score=0.5)
             ),
-            "BlazeFace >= 0.5, CenterFace on < 0.7, 128 px patch, >= 0.1": blazeface(
-                blaze.SearchConfig(verify_side=128, verify_score=0.1)
+            "BlazeFace >= 0.5, CenterFace on < 0.7, 96 px patch, >= 0.2": blazeface(
+                blaze.SearchConfig(small_min_score=0.5)
             ),
-            "BlazeFace >= 0.5, CenterFace on < 0.7, 96 px patch, >= 0.2, 480 px copy": blazeface(
+            "same, small boxes from 0.3, 480 px copy": blazeface(
                 blaze.SearchConfig(detect_side=480)
             ),
-            "BlazeFace >= 0.5, CenterFace on < 0.7, 96 px patch, >= 0.2 (served)": blazeface(
-                blaze.SearchConfig()
-            ),
+            "same, small boxes (< 32 px) from 0.3 (served)": blazeface(blaze.SearchConfig()),
         }
         total = sum(len(sample.faces) for sample in samples)
         print(f"{len(samples)} images 640x480, {total} faces; emotion on the same faces fed "

