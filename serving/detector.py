@@ -461,7 +461,7 @@ def _patch(rgb: np.ndarray, box: np.ndarray, side: int) -> np.ndarray:
     left, top = round(centre_x - half), round(centre_y - half)
     size = max(1, round(2 * half))
     inside = rgb[max(0, top) : max(0, top + size), max(0, left) : max(0, left + size)]
-    if not inside.size:  # a box off the image (it cannot come from a search, but be safe)
+    if not inside.size:  # a box wholly off the image: nothing to show CenterFace
         return np.zeros((side, side, 3), np.uint8)
     square = cv2.copyMakeBorder(
         inside,

@@ -152,6 +152,9 @@ def test_a_patch_is_twice_the_box_around_its_centre_and_black_beyond_the_image()
     # The patch around a box in the image's corner starts 10 pixels outside it: black there.
     assert (corner[:10] == 0).all() and (corner[:, :10] == 0).all()
     assert (corner[10:, 10:] == 255).all()
+    # A box wholly off the image gives an all-black patch of the asked size, not an error.
+    off = detector._patch(image, np.array([300.0, 300.0, 20.0, 20.0]), 40)
+    assert off.shape == (40, 40, 3) and not off.any()
 
 
 def test_the_fitted_framing_matches_more_pasted_faces_than_one_scale_for_all(
